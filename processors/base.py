@@ -1,0 +1,91 @@
+"""What every processor shares: the emission type, deterministic ids and alert fingerprints.
+
+>>> e = Emission("alerts", "fp", "Alert", {"event_id": derive_id("x", 1)})
+>>> e.topic, e.record_type
+('alerts', 'Alert')
+>>> derive_id("rollback", "in-1") == derive_id("rollback", "in-1")
+True
+>>> fingerprint("drift", {"feature": "x", "agent_name": "a"}) == fingerprint("drift", {"agent_name": "a", "feature": "x"})
+True
+>>> len(fingerprint("drift", {}))
+16
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+_NAMESPACE = uuid.UUID("6f1f8a0e-6b2c-4c61-9a53-1d2f0c0de001")
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    """One record a processor asks the shell to publish.
+
+    ``topic`` is the logical topic name of DESIGN section 2 (``crl.qvalues``,
+    ``alerts`` ...); the shell adds the environment prefix. ``record_type`` is
+    the schema name in ``schemas/``.
+    """
+
+    topic: str
+    key: str
+    record_type: str
+    value: dict[str, Any]
+
+
+def derive_id(*parts: object) -> str:
+    """A UUID derived from ``parts``, so a replayed input yields the same output id."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+
+def short_hex(*parts: object, length: int = 6) -> str:
+    """A short deterministic hex tag, e.g. the ``abc123`` of ``rb-20251119-abc123``."""
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:length]
+
+
+def fingerprint(source: str, labels: dict[str, str]) -> str:
+    """Stable hash of the source and the sorted labels (Alertmanager's idea), 16 hex digits."""
+    text = source + "\x1e" + "\x1e".join(f"{k}\x1f{labels[k]}" for k in sorted(labels))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def make_alert(
+    *,
+    source: str,
+    status: str,
+    severity: str,
+    title: str,
+    labels: dict[str, str],
+    ts: int,
+    starts_at: int,
+    cause: object,
+    message: str = "",
+    evidence: dict[str, float] | None = None,
+    ends_at: int | None = None,
+    flapping: bool = False,
+    acknowledged_by: str | None = None,
+    settings_version: str = "",
+) -> Emission:
+    """An ``Alert`` emission keyed by its fingerprint; ``cause`` makes its event id deterministic."""
+    fp = fingerprint(source, labels)
+    value = {
+        "event_id": derive_id("alert", fp, status, cause),
+        "ts": ts,
+        "fingerprint": fp,
+        "source": source,
+        "status": status,
+        "severity": severity,
+        "title": title,
+        "message": message,
+        "labels": dict(labels),
+        "evidence": dict(evidence or {}),
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "flapping": flapping,
+        "acknowledged_by": acknowledged_by,
+        "settings_version": settings_version,
+    }
+    return Emission("alerts", fp, "Alert", value)

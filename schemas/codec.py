@@ -1,0 +1,141 @@
+"""Avro codec with Confluent framing, built on fastavro's schemaless reader and writer.
+
+Timestamps (``timestamp-millis``) are integers of milliseconds since the epoch
+on both sides of the codec: processors compare and subtract them, and an
+integer is what every Kafka client and ClickHouse already use for event time.
+
+References
+----------
+Confluent wire format: https://docs.confluent.io/platform/current/schema-registry/fundamentals/serdes-develop/index.html#wire-format
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+SCHEMA_DIR = Path(__file__).parent
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+
+#: Fixed schema ids used without a Schema Registry. Append only: an id is never reused.
+SCHEMA_IDS: dict[str, int] = {
+    "AgentOutcome": 1,
+    "AgentError": 2,
+    "AgentMetric": 3,
+    "QValue": 10,
+    "VariantDecision": 11,
+    "ActiveVariant": 12,
+    "Proposal": 13,
+    "Approval": 14,
+    "Rollback": 15,
+    "DriftReport": 16,
+    "AssuranceResult": 17,
+    "Alert": 18,
+    "DeadLetter": 19,
+    "AgentControl": 20,
+    "Command": 21,
+}
+_NAMES_BY_ID = {v: k for k, v in SCHEMA_IDS.items()}
+
+
+class DecodeError(ValueError):
+    """Bytes that cannot be read as a reverify event; ``reason`` says why, for the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EncodeError(ValueError):
+    """A record that does not match its schema (a programming error in the caller)."""
+
+
+def schema_names() -> list[str]:
+    """Names of every record schema, in schema-id order."""
+    return sorted(SCHEMA_IDS, key=SCHEMA_IDS.__getitem__)
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The raw JSON schema of record ``name``."""
+    path = SCHEMA_DIR / f"{name}.avsc"
+    if not path.exists():
+        raise KeyError(f"no schema named {name!r}; known: {', '.join(schema_names())}")
+    return json.loads(path.read_text())
+
+
+@cache
+def _parsed(name: str) -> Any:
+    return fastavro.parse_schema(load_schema(name))
+
+
+def _timestamp_fields(schema: dict[str, Any]) -> tuple[str, ...]:
+    fields = []
+    for fld in schema["fields"]:
+        types = fld["type"] if isinstance(fld["type"], list) else [fld["type"]]
+        if any(isinstance(t, dict) and t.get("logicalType") == "timestamp-millis" for t in types):
+            fields.append(fld["name"])
+    return tuple(fields)
+
+
+@cache
+def _ts_fields(name: str) -> tuple[str, ...]:
+    return _timestamp_fields(load_schema(name))
+
+
+def encode(name: str, record: dict[str, Any]) -> bytes:
+    """Frame ``record`` as schema ``name``: magic byte, schema id, Avro body."""
+    buf = io.BytesIO()
+    buf.write(_HEADER.pack(MAGIC, SCHEMA_IDS[name]))
+    try:
+        fastavro.schemaless_writer(buf, _parsed(name), record, strict_allow_default=True)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise EncodeError(f"{name}: {exc}") from exc
+    return buf.getvalue()
+
+
+def _millis(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return value
+
+
+def decode(data: bytes | None) -> tuple[str, dict[str, Any]]:
+    """Read one framed value; returns ``(schema name, record)`` or raises :class:`DecodeError`."""
+    if not data:
+        raise DecodeError("empty value")
+    if len(data) < _HEADER.size:
+        raise DecodeError(f"truncated: {len(data)} bytes, the header alone is {_HEADER.size}")
+    magic, schema_id = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise DecodeError(f"unknown magic byte {magic} (expected {MAGIC}: Confluent framing)")
+    name = _NAMES_BY_ID.get(schema_id)
+    if name is None:
+        raise DecodeError(f"unknown schema id {schema_id}")
+    body = io.BytesIO(data)
+    body.seek(_HEADER.size)
+    try:
+        record = fastavro.schemaless_reader(body, _parsed(name), None)
+    except (EOFError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, OverflowError) as exc:
+        raise DecodeError(f"body does not match schema {name} (id {schema_id}): {type(exc).__name__}: {exc}") from exc
+    if body.tell() != len(data):
+        raise DecodeError(f"{len(data) - body.tell()} trailing bytes after a {name} body")
+    for fld in _ts_fields(name):
+        record[fld] = _millis(record[fld])
+    return name, record  # type: ignore[return-value]
+
+
+def decode_as(expected: str, data: bytes | None) -> dict[str, Any]:
+    """Decode and check that the value is a ``expected`` record."""
+    name, record = decode(data)
+    if name != expected:
+        raise DecodeError(f"expected a {expected} record, got {name}")
+    return record
