@@ -1,0 +1,445 @@
+"""The SDK: publish agent events, follow the active variant, subscribe to alerts.
+
+``AgentEvents`` validates and encodes on the caller's thread and hands the bytes
+to librdkafka's queue, which delivers them in the background: a call never
+waits for the broker. While the broker is away librdkafka keeps retrying
+(``message.timeout.ms=0``: no give-up time) and holds up to ``max_buffer``
+events; past that an event is dropped, counted in :attr:`AgentEvents.dropped`
+and logged, never silently.
+
+>>> events = AgentEvents(bootstrap="127.0.0.1:1")     # nothing listens there: events are buffered
+>>> events.outcome(agent_name="hunter", task_type="scrape", variant_id="v1", success=True, reward=1.5)
+Traceback (most recent call last):
+...
+ValueError: reward must be within [0, 1], got 1.5
+>>> event_id = events.metric(agent_name="hunter", name="queue_depth", value=12.0)
+>>> events.pending
+1
+>>> events.close(timeout=0)
+1
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from schemas import DecodeError, decode, decode_as, encode
+from streams.settings import Settings
+
+log = logging.getLogger("reverify.sdk")
+
+_SEVERITIES = ("info", "warning", "error", "critical")
+_ALERT_RANK = {"info": 0, "warning": 1, "critical": 2}
+MAX_STRING = 4096
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _string(field: str, value: Any, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a str, got {type(value).__name__}")
+    if required and not value:
+        raise ValueError(f"{field} must not be empty")
+    if len(value) > MAX_STRING:
+        raise ValueError(f"{field} is {len(value)} characters long; the limit is {MAX_STRING}")
+    return value
+
+
+def _number(field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{field} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{field} must be a finite number, got {value}")
+    return value
+
+
+def _count(field: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be an int or None, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{field} must be >= 0, got {value}")
+    return value
+
+
+def _mapping(field: str, value: Any, check: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{field} must be a dict, got {type(value).__name__}")
+    return {_string(f"{field} key", k): check(f"{field}[{k!r}]", v) for k, v in value.items()}
+
+
+def _timestamp(ts: Any) -> int:
+    if ts is None:
+        return _now_ms()
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise TypeError(f"ts must be epoch milliseconds (int), got {type(ts).__name__}")
+    return ts
+
+
+class AgentEvents:
+    """Publish outcome, error and metric events from an agent without ever blocking it.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers; default from settings (``REVERIFY_KAFKA``, else ``localhost:9092``).
+    settings
+        Loaded :class:`~streams.settings.Settings`; read from the environment when omitted.
+    max_buffer
+        Events held while the broker is unreachable (``sdk_max_buffer``); beyond it events are dropped and counted.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        *,
+        settings: Settings | None = None,
+        max_buffer: int | None = None,
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings or Settings.load()
+        buffer = max_buffer or self.settings.sdk_max_buffer
+        conf = self.settings.kafka_config(
+            **{
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 20,
+                "batch.num.messages": 10000,
+                "message.timeout.ms": 0,  # retry until the broker is back; the bound is max_buffer, not time
+                "queue.buffering.max.messages": buffer,
+                "queue.buffering.max.kbytes": 1048576,
+                "compression.type": "lz4",
+                "logger": logging.getLogger("reverify.sdk.librdkafka"),
+            }
+        )
+        if bootstrap:
+            conf["bootstrap.servers"] = bootstrap
+        conf.update(producer_config or {})
+        self._producer = Producer(conf)
+        self._outcomes = self.settings.topic("agent.outcomes")
+        self._errors = self.settings.topic("agent.errors")
+        self._metrics = self.settings.topic("agent.metrics")
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.delivered = 0
+        self.dropped = 0
+        self.failed = 0
+
+    @property
+    def pending(self) -> int:
+        """Events accepted but not yet acknowledged by the broker."""
+        return len(self._producer)
+
+    def outcome(
+        self,
+        *,
+        agent_name: str,
+        task_type: str,
+        variant_id: str,
+        success: bool,
+        reward: float,
+        latency_ms: float = 0.0,
+        cost_usd: float = 0.0,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        features: Mapping[str, float] | None = None,
+        attributes: Mapping[str, str] | None = None,
+        trace_id: str | None = None,
+        next_state: str | None = None,
+        ts: int | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Record one finished invocation; returns its ``event_id``."""
+        if not isinstance(success, bool):
+            raise TypeError(f"success must be a bool, got {type(success).__name__}")
+        reward = _number("reward", reward)
+        if not 0.0 <= reward <= 1.0:
+            raise ValueError(f"reward must be within [0, 1], got {reward}")
+        record = {
+            "event_id": _string("event_id", event_id) if event_id is not None else str(uuid.uuid4()),
+            "ts": _timestamp(ts),
+            "agent_name": _string("agent_name", agent_name),
+            "task_type": _string("task_type", task_type),
+            "variant_id": _string("variant_id", variant_id),
+            "success": success,
+            "reward": reward,
+            "latency_ms": _number("latency_ms", latency_ms),
+            "cost_usd": _number("cost_usd", cost_usd),
+            "tokens_in": _count("tokens_in", tokens_in),
+            "tokens_out": _count("tokens_out", tokens_out),
+            "features": _mapping("features", features, _number),
+            "attributes": _mapping("attributes", attributes, _string),
+            "trace_id": _string("trace_id", trace_id, required=False),
+            "next_state": _string("next_state", next_state, required=False),
+        }
+        self._send(self._outcomes, agent_name, "AgentOutcome", record)
+        return record["event_id"]
+
+    def error(
+        self,
+        *,
+        agent_name: str,
+        component: str,
+        error_type: str,
+        message: str = "",
+        retryable: bool = False,
+        severity: str = "error",
+        task_type: str | None = None,
+        variant_id: str | None = None,
+        pipeline: bool = False,
+        attributes: Mapping[str, str] | None = None,
+        trace_id: str | None = None,
+        ts: int | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Record an error; ``pipeline=True`` marks one that is not the agent's fault."""
+        if severity not in _SEVERITIES:
+            raise ValueError(f"severity must be one of {', '.join(_SEVERITIES)}, got {severity!r}")
+        for name, flag in (("retryable", retryable), ("pipeline", pipeline)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        record = {
+            "event_id": _string("event_id", event_id) if event_id is not None else str(uuid.uuid4()),
+            "ts": _timestamp(ts),
+            "agent_name": _string("agent_name", agent_name),
+            "task_type": _string("task_type", task_type, required=False),
+            "variant_id": _string("variant_id", variant_id, required=False),
+            "component": _string("component", component),
+            "error_type": _string("error_type", error_type),
+            "message": _string("message", message, required=False) or "",
+            "retryable": retryable,
+            "severity": severity,
+            "pipeline": pipeline,
+            "attributes": _mapping("attributes", attributes, _string),
+            "trace_id": _string("trace_id", trace_id, required=False),
+        }
+        self._send(self._errors, agent_name, "AgentError", record)
+        return record["event_id"]
+
+    def metric(
+        self,
+        *,
+        agent_name: str,
+        name: str,
+        value: float,
+        task_type: str | None = None,
+        variant_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        ts: int | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Record a numeric measurement (watched for drift per agent and name)."""
+        record = {
+            "event_id": _string("event_id", event_id) if event_id is not None else str(uuid.uuid4()),
+            "ts": _timestamp(ts),
+            "agent_name": _string("agent_name", agent_name),
+            "task_type": _string("task_type", task_type, required=False),
+            "variant_id": _string("variant_id", variant_id, required=False),
+            "name": _string("name", name),
+            "value": _number("value", value),
+            "attributes": _mapping("attributes", attributes, _string),
+        }
+        self._send(self._metrics, agent_name, "AgentMetric", record)
+        return record["event_id"]
+
+    def _send(self, topic: str, key: str, schema: str, record: dict[str, Any]) -> None:
+        value = encode(schema, record)
+        try:
+            self._producer.produce(topic, value, key.encode(), on_delivery=self._on_delivery)
+            self.sent += 1
+        except BufferError:
+            with self._lock:
+                self.dropped += 1
+                dropped = self.dropped
+            if dropped == 1 or dropped % 1000 == 0:
+                log.warning("reverify: buffer full (%d events), dropped %d events so far", self.pending, dropped)
+        self._producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        with self._lock:
+            if err is None:
+                self.delivered += 1
+            else:
+                self.failed += 1
+                log.warning("reverify: event not delivered: %s", err)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait up to ``timeout`` seconds for delivery; returns how many events are still undelivered."""
+        return self._producer.flush(timeout)
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush and report what could not be delivered; returns the undelivered count."""
+        left = self.flush(timeout)
+        if left or self.dropped or self.failed:
+            log.warning(
+                "reverify: closing with %d undelivered, %d dropped (buffer full), %d failed",
+                left,
+                self.dropped,
+                self.failed,
+            )
+        return left
+
+    def __enter__(self) -> AgentEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _consumer(settings: Settings, group: str | None, **extra: Any) -> Consumer:
+    conf = settings.kafka_config(
+        **{
+            "group.id": group or f"reverify-sdk-{uuid.uuid4().hex[:12]}",
+            "auto.offset.reset": "latest",
+            "enable.auto.commit": True,
+            "logger": logging.getLogger("reverify.sdk.librdkafka"),
+        }
+    )
+    conf.update(extra)
+    return Consumer(conf)
+
+
+class AlertSubscriber:
+    """Iterate alerts as they are published; its own consumer group, optional minimum severity.
+
+    ``for alert in AlertSubscriber(min_severity="warning"): ...`` yields dicts shaped
+    like ``schemas/Alert.avsc``. ``from_beginning=True`` replays the history kept on the topic.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        *,
+        settings: Settings | None = None,
+        group: str | None = None,
+        min_severity: str = "info",
+        agent_name: str | None = None,
+        from_beginning: bool = False,
+    ) -> None:
+        if min_severity not in _ALERT_RANK:
+            raise ValueError(f"min_severity must be one of {', '.join(_ALERT_RANK)}, got {min_severity!r}")
+        self.settings = settings or Settings.load()
+        extra = {"auto.offset.reset": "earliest" if from_beginning else "latest"}
+        if bootstrap:
+            extra["bootstrap.servers"] = bootstrap
+        self._consumer = _consumer(self.settings, group, **extra)
+        self._consumer.subscribe([self.settings.topic("alerts")])
+        self._min = _ALERT_RANK[min_severity]
+        self._agent = agent_name
+
+    def poll(self, timeout: float = 1.0) -> dict[str, Any] | None:
+        """The next matching alert, or ``None`` when none arrived within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self._consumer.poll(max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                return None
+            if msg.error() is None:
+                try:
+                    alert = decode_as("Alert", msg.value())
+                except DecodeError as exc:
+                    log.warning("reverify: skipping an undecodable alert: %s", exc)
+                else:
+                    if _ALERT_RANK.get(alert["severity"], 0) >= self._min and (
+                        self._agent is None or alert["labels"].get("agent_name") == self._agent
+                    ):
+                        return alert
+            if time.monotonic() >= deadline:
+                return None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            alert = self.poll(1.0)
+            if alert is not None:
+                yield alert
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> AlertSubscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VariantRouter:
+    """Which variant an agent must use now, following the compacted ``crl.active`` topic.
+
+    A background thread reads ``crl.active`` (and ``control.agents`` for pause and
+    degradation level) from the beginning, so the answer is the latest decision.
+    """
+
+    def __init__(self, bootstrap: str | None = None, *, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.load()
+        extra: dict[str, Any] = {"auto.offset.reset": "earliest", "enable.auto.commit": False}
+        if bootstrap:
+            extra["bootstrap.servers"] = bootstrap
+        self._consumer = _consumer(self.settings, None, **extra)
+        self._consumer.subscribe([self.settings.topic("crl.active"), self.settings.topic("control.agents")])
+        self._active: dict[tuple[str, str], str] = {}
+        self._control: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="reverify-variant-router", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.1)
+            if msg is None or msg.error() is not None:
+                continue
+            try:
+                name, record = decode(msg.value())
+            except DecodeError as exc:
+                log.warning("reverify: skipping an undecodable control record: %s", exc)
+                continue
+            with self._lock:
+                if name == "ActiveVariant":
+                    self._active[(record["agent_name"], record["task_type"])] = record["variant_id"]
+                elif name == "AgentControl":
+                    self._control.setdefault(record["agent_name"], {}).update(
+                        {k: record[k] for k in ("paused", "degradation_level")} if record["kind"] != "circuit" else {}
+                    )
+
+    def variant_for(self, agent_name: str, task_type: str, default: str = "default") -> str:
+        """The active variant of ``agent_name``/``task_type``, or ``default`` while none is known."""
+        with self._lock:
+            return self._active.get((agent_name, task_type), default)
+
+    def is_paused(self, agent_name: str) -> bool:
+        """True while an assurance case holds the agent paused."""
+        with self._lock:
+            return bool(self._control.get(agent_name, {}).get("paused", False))
+
+    def degradation_level(self, agent_name: str) -> int:
+        """The graceful-degradation level (0 = full service ... 4) the agent must run at."""
+        with self._lock:
+            return int(self._control.get(agent_name, {}).get("degradation_level", 0))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+    def __enter__(self) -> VariantRouter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
