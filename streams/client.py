@@ -124,7 +124,7 @@ class AgentEvents:
                 "message.timeout.ms": 0,  # retry until the broker is back; the bound is max_buffer, not time
                 "queue.buffering.max.messages": buffer,
                 "queue.buffering.max.kbytes": 1048576,
-                "compression.type": "lz4",
+                "partitioner": "murmur2_random",  # Java-compatible: the workers (aiokafka) place keys alike
                 "logger": logging.getLogger("reverify.sdk.librdkafka"),
             }
         )

@@ -35,7 +35,7 @@ TOPICS: dict[str, Topic] = {
         Topic("crl.decisions", "VariantDecision", "agent/task/variant"),
         Topic("crl.active", "ActiveVariant", "agent/task", compacted=True),
         Topic("crl.proposals", "Proposal", "agent/task"),
-        Topic("control.approvals", "Approval", "proposal_id"),
+        Topic("control.approvals", "Approval", "agent_name"),
         Topic("control.rollbacks", "Rollback", "agent/task"),
         Topic("control.agents", "AgentControl", "agent_name", compacted=True),
         Topic("control.commands", "Command", "agent_name"),

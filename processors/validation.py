@@ -1,0 +1,62 @@
+"""Input validation: what makes a decoded input unusable, said in words for the dead-letter topic.
+
+Avro already guarantees the fields exist with their types; this adds what Avro
+cannot say: finite numbers, rewards in [0, 1], bounded strings, non-empty names.
+
+>>> check_input("AgentOutcome", {"agent_name": "a", "task_type": "t", "variant_id": "v", "reward": 1.2,
+...                              "latency_ms": 1.0, "cost_usd": 0.0, "features": {}, "attributes": {}})
+'reward = 1.2 is outside [0, 1]'
+>>> check_input("AgentMetric", {"agent_name": "a", "name": "q", "value": float("nan"), "attributes": {}}) is None
+False
+>>> check_input("AgentMetric", {"agent_name": "a", "name": "q", "value": 3.0, "attributes": {}}) is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+MAX_STRING = 4096
+
+_REQUIRED_NAMES = {
+    "AgentOutcome": ("agent_name", "task_type", "variant_id"),
+    "AgentError": ("agent_name", "component", "error_type"),
+    "AgentMetric": ("agent_name", "name"),
+}
+_NUMBERS = {
+    "AgentOutcome": ("reward", "latency_ms", "cost_usd"),
+    "AgentMetric": ("value",),
+}
+
+
+def _string_problem(field: str, value: Any) -> str | None:
+    if isinstance(value, str) and len(value) > MAX_STRING:
+        return f"{field} is {len(value)} characters long; the limit is {MAX_STRING}"
+    return None
+
+
+def check_input(record_type: str, record: dict[str, Any]) -> str | None:
+    """The reason ``record`` cannot be used, or ``None`` when it is fine."""
+    for field in _REQUIRED_NAMES.get(record_type, ()):
+        if not record.get(field):
+            return f"{field} is empty"
+    for field, value in record.items():
+        problem = _string_problem(field, value)
+        if problem:
+            return problem
+    for field in _NUMBERS.get(record_type, ()):
+        value = record[field]
+        if not math.isfinite(value):
+            return f"{field} = {value} is not a finite number"
+    if record_type == "AgentOutcome":
+        if not 0.0 <= record["reward"] <= 1.0:
+            return f"reward = {record['reward']} is outside [0, 1]"
+        for name, value in record["features"].items():
+            if not math.isfinite(value):
+                return f"features[{name!r}] = {value} is not a finite number"
+    for name, value in record.get("attributes", {}).items():
+        problem = _string_problem(f"attributes[{name!r}]", value)
+        if problem:
+            return problem
+    return None

@@ -1,0 +1,237 @@
+"""The Faust application: decode inputs, route them to the per-agent pipeline, keep its state, produce its emissions.
+
+Every input topic is keyed by ``agent_name`` and all have the same partition
+count, so one agent's outcomes, errors, metrics, approvals and commands arrive
+on one partition, in order, at one worker. The pipeline state of each agent is
+one value of the ``agents`` table (changelog-backed, ``use_partitioner`` so the
+changelog partition is the key's partition, which is also its input
+partition). It records the input offsets it applied, so a replay after a
+crash applies nothing twice.
+
+Inputs are taken in batches (``take_events``): each agent's state is read and
+written once per batch, not once per event, and emissions go out through one
+idempotent confluent-kafka producer that is flushed before the batch is acked,
+so nothing acknowledged is ever lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from typing import Any
+
+import faust
+from confluent_kafka import Producer
+
+from processors.base import Emission, derive_id
+from processors.pipeline import AgentPipeline
+from processors.validation import check_input
+from schemas import DecodeError, decode, encode
+from streams import metrics
+from streams.settings import Settings
+from streams.topics import TOPICS
+
+log = logging.getLogger("reverify.worker")
+
+INPUTS = ("agent.outcomes", "agent.errors", "agent.metrics", "control.approvals", "control.commands")
+EXPECTED = {
+    "agent.outcomes": "AgentOutcome",
+    "agent.errors": "AgentError",
+    "agent.metrics": "AgentMetric",
+    "control.approvals": "Approval",
+    "control.commands": "Command",
+}
+
+
+class PipelineShell:
+    """Moves bytes between Kafka and :class:`processors.pipeline.AgentPipeline`; decides nothing."""
+
+    def __init__(self, settings: Settings, table: Any) -> None:
+        self.settings = settings
+        self.table = table
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.producer = Producer(
+            settings.kafka_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "partitioner": "murmur2_random",
+                }
+            )
+        )
+        self.pipeline_config = AgentPipeline.configure(settings)
+        self._logical = {settings.topic(name): name for name in TOPICS}
+
+    def load(self, agent: str) -> AgentPipeline:
+        raw = self.table.get(agent.encode())
+        if raw is None:
+            return AgentPipeline(agent, self.pipeline_config)
+        return AgentPipeline.from_dict(json.loads(raw), self.pipeline_config)
+
+    def store(self, agent: str, pipeline: AgentPipeline) -> None:
+        self.table[agent.encode()] = json.dumps(pipeline.to_dict(), separators=(",", ":")).encode()
+
+    def process(self, events: list[Any]) -> None:
+        """Apply one batch: group by agent, apply in offset order, store each agent once."""
+        started = time.monotonic()
+        by_agent: dict[str, list[tuple[str, dict[str, Any], tuple[int, int]]]] = defaultdict(list)
+        now_ms = int(time.time() * 1000)
+        oldest_ts = now_ms
+        for event in events:
+            message = event.message
+            topic = self._logical.get(message.topic, message.topic)
+            metrics.EVENTS_CONSUMED.labels(topic).inc()
+            parsed = self._parse(topic, message)
+            if parsed is None:
+                continue
+            record_type, record = parsed
+            agent = record.get("agent_name") or _key_text(message.key)
+            oldest_ts = min(oldest_ts, record.get("ts", now_ms))
+            by_agent[agent].append((record_type, record, (message.partition, message.offset)))
+        for agent, items in by_agent.items():
+            pipeline = self.load(agent)
+            for record_type, record, offset in items:
+                self.emit(pipeline.on_event(record_type, record, offset))
+            self.store(agent, pipeline)
+        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+        metrics.PROCESSING_DELAY.observe(max(0.0, time.time() - oldest_ts / 1000))
+
+    def _parse(self, topic: str, message: Any) -> tuple[str, dict[str, Any]] | None:
+        try:
+            record_type, record = decode(message.value)
+        except DecodeError as exc:
+            self.dead_letter(topic, message, exc.reason, "decode")
+            return None
+        expected = EXPECTED.get(topic)
+        if expected and record_type != expected:
+            self.dead_letter(topic, message, f"expected a {expected} on {topic}, got {record_type}", "wrong_type")
+            return None
+        problem = check_input(record_type, record)
+        if problem:
+            self.dead_letter(topic, message, problem, "invalid")
+            return None
+        return record_type, record
+
+    def tick(self, now_ms: int, agents: list[str]) -> None:
+        """Time-driven work (pending alerts, stale evidence) for the agents this worker owns."""
+        for agent in agents:
+            pipeline = self.load(agent)
+            emissions = pipeline.tick(now_ms)
+            if emissions:
+                self.emit(emissions)
+                self.store(agent, pipeline)
+
+    def dead_letter(self, topic: str, message: Any, reason: str, error_type: str) -> None:
+        metrics.DECODE_FAILURES.labels(topic, error_type).inc()
+        value = message.value if isinstance(message.value, bytes) else b""
+        record = {
+            "event_id": derive_id("deadletter", message.topic, message.partition, message.offset),
+            "ts": int(time.time() * 1000),
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "key": message.key if isinstance(message.key, bytes) else None,
+            "value": value,
+            "reason": reason,
+            "error_type": error_type,
+            "worker": self.worker_name,
+        }
+        key = _key_text(message.key)
+        self.emit([Emission("reverify.deadletter", key, "DeadLetter", record)])
+
+    def emit(self, emissions: list[Emission]) -> None:
+        for emission in emissions:
+            topic = self.settings.topic(emission.topic)
+            value = encode(emission.record_type, emission.value)
+            while True:
+                try:
+                    self.producer.produce(topic, value, emission.key.encode())
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+            metrics.EVENTS_PRODUCED.labels(emission.topic).inc()
+        self.producer.poll(0)
+
+    def flush(self) -> int:
+        return self.producer.flush(30)
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "replace")
+    return str(key or "")
+
+
+def create_app(settings: Settings, *, app_id: str = "reverify-worker") -> faust.App:
+    """The Faust app of one worker process; ``reverify worker`` and ``reverify up`` run it."""
+    app = faust.App(
+        settings.topic_prefix + app_id,
+        broker=f"kafka://{settings.kafka}",
+        broker_credentials=None,
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        web_enabled=bool(settings.web_port),
+        web_port=settings.web_port or 6066,
+        web_bind="127.0.0.1",
+        producer_acks=-1,
+        producer_partitioner=None,
+        table_standby_replicas=0,
+        datadir=os.path.join(settings.data_dir, "faust"),
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        broker_commit_every=1000,
+    )
+    inputs = app.topic(*[settings.topic(t) for t in INPUTS], key_serializer="raw", value_serializer="raw")
+    table = app.Table(
+        "agents",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        use_partitioner=True,
+        partitions=settings.partitions,
+    )
+    shell = PipelineShell(settings, table)
+    app.reverify_shell = shell  # type: ignore[attr-defined]
+
+    @app.agent(inputs, name="pipeline")
+    async def pipeline(stream: faust.StreamT) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(500, within=0.02):
+            shell.process(list(events))
+            left = await loop.run_in_executor(None, shell.flush)
+            if left:
+                raise RuntimeError(f"{left} emissions could not be delivered; stopping before acking their inputs")
+
+    @app.timer(interval=1.0)
+    async def tick() -> None:
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == settings.topic(INPUTS[0])}
+        agents = [_key_text(k) for k in list(table.keys()) if _partition_of(table, k) in owned]
+        if agents:
+            shell.tick(int(time.time() * 1000), agents)
+            await asyncio.get_running_loop().run_in_executor(None, shell.flush)
+
+    @app.page("/healthz")
+    async def healthz(_self: Any, request: Any) -> Any:
+        return _self.json({"status": "live"})
+
+    @app.page("/readyz")
+    async def readyz(_self: Any, request: Any) -> Any:
+        assigned = len(app.assignor.assigned_actives())
+        ready = app.rebalancing is False and assigned > 0
+        return _self.json({"ready": ready, "assigned_partitions": assigned}, status=200 if ready else 503)
+
+    return app
+
+
+def _partition_of(table: Any, key: Any) -> int:
+    from aiokafka.partitioner import murmur2
+
+    raw = key if isinstance(key, bytes) else str(key).encode()
+    return (murmur2(raw) & 0x7FFFFFFF) % table.partitions

@@ -1,0 +1,324 @@
+"""The ``reverify`` command line: for people (tables, colours) and, with ``--json``, for programs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.settings import Settings, SettingsError
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: one line, exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        err.print(f"[bold red]error:[/] {self.message}")
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings.load()
+    except SettingsError as exc:
+        raise UserError(str(exc)) from None
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, header_style="bold cyan")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    console.print(table)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log what the workers and clients do.")
+def cli(verbose: bool) -> None:
+    """reverify: keep fleets of AI agents honest while they learn."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not verbose:
+        logging.getLogger("reverify.sdk.librdkafka").setLevel(logging.CRITICAL)
+
+
+def _admin(settings: Settings) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(settings.kafka_config())
+
+
+def _require_broker(settings: Settings) -> None:
+    from streams.embedded import port_is_open, split_bootstrap
+
+    host, port = split_bootstrap(settings.kafka)
+    if not port_is_open(host, port, timeout=2.0):
+        raise UserError(
+            f"no Kafka broker answers at {settings.kafka}; start one with `reverify up` or set REVERIFY_KAFKA"
+        )
+
+
+@cli.command()
+@click.option("--demo", is_flag=True, help="Also run a simulated fleet whose variants degrade and inputs drift.")
+@click.option("--demo-rate", default=200.0, show_default=True, help="Demo outcomes per second.")
+def up(demo: bool, demo_rate: float) -> None:
+    """Start the embedded stack: broker (if none listens), topics, workers, ClickHouse history."""
+    settings = load_settings()
+    from streams.embedded import EmbeddedBroker, split_bootstrap
+    from streams.topics import ensure_topics
+
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    host, port = split_bootstrap(settings.kafka)
+    broker = EmbeddedBroker(host=host, port=port, log_path=Path(settings.data_dir) / "broker.log")
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    up_file = Path(settings.data_dir) / "up.json"
+    try:
+        with console.status("starting the broker ..."):
+            started = broker.start()
+        where = f"embedded Tansu broker (pid {broker.process.pid})" if started and broker.process else "existing broker"
+        console.print(f"[green]✓[/] Kafka at {broker.bootstrap}: {where}")
+        created = ensure_topics(_admin(settings), settings.topic_prefix, settings.partitions)
+        console.print(f"[green]✓[/] topics ready ({len(created)} created, {settings.partitions} partitions each)")
+        threads += _start_history(settings, stop)
+        if demo:
+            threads.append(_start_demo(settings, stop, demo_rate))
+            console.print(f"[green]✓[/] demo fleet publishing ~{demo_rate:.0f} outcomes/s (degrades and drifts soon)")
+        up_file.write_text(json.dumps({"pid": os.getpid(), "web_port": settings.web_port}))
+        console.print(
+            f"[green]✓[/] worker starting; metrics on :{settings.metrics_port}/metrics, health on "
+            f":{settings.web_port}/healthz. Ctrl-C stops everything reverify started."
+        )
+        console.print(
+            "  watch it: [bold]reverify alerts tail[/], [bold]reverify query leaderboard[/], "
+            "[bold]reverify dashboard[/]"
+        )
+        _run_worker(settings)
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        up_file.unlink(missing_ok=True)
+        broker.stop()
+        console.print("stopped.")
+
+
+def _start_history(settings: Settings, stop: threading.Event) -> list[threading.Thread]:
+    """The ClickHouse sink in this process (chdb allows one owner of its data directory)."""
+    try:
+        from sinks.runner import start_sink
+    except ImportError:
+        return []
+
+    thread = start_sink(settings, stop)
+    console.print(f"[green]✓[/] ClickHouse history at {settings.clickhouse}")
+    return [thread]
+
+
+def _start_demo(settings: Settings, stop: threading.Event, rate: float) -> threading.Thread:
+    from streams.client import AgentEvents, VariantRouter
+    from streams.simulate import Fleet, FleetSpec, run
+
+    def demo() -> None:
+        fleet = Fleet(FleetSpec(agents=4, tasks=2, variants=3, seed=7, degrade_after=150, drift_after=250))
+        with AgentEvents(settings=settings) as events, VariantRouter(settings=settings) as router:
+            run(events, fleet, router.variant_for, steps=None, rate=rate, stop=stop)
+
+    thread = threading.Thread(target=demo, name="reverify-demo", daemon=True)
+    thread.start()
+    return thread
+
+
+def _run_worker(settings: Settings) -> None:
+    import faust
+
+    from streams import metrics
+    from streams.app import create_app
+
+    try:
+        metrics.serve(settings.metrics_port)
+    except OSError as exc:
+        raise UserError(f"metrics_port = {settings.metrics_port} is taken ({exc}); set REVERIFY_METRICS_PORT") from None
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
+    with contextlib.suppress(SystemExit):  # Faust exits the process after a clean stop; we still clean up
+        worker.execute_from_commandline()
+
+
+@cli.command()
+def worker() -> None:
+    """Run one stream worker against REVERIFY_KAFKA (run as many as there are partitions to share)."""
+    settings = load_settings()
+    _require_broker(settings)
+    from streams.topics import ensure_topics
+
+    ensure_topics(_admin(settings), settings.topic_prefix, settings.partitions)
+    _run_worker(settings)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def topics(as_json: bool) -> None:
+    """List reverify's topics with partitions and message counts."""
+    settings = load_settings()
+    _require_broker(settings)
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams.topics import TOPICS
+
+    md = _admin(settings).list_topics(timeout=10)
+    consumer = Consumer(settings.kafka_config(**{"group.id": "reverify-topics", "enable.auto.commit": False}))
+    rows = []
+    try:
+        for name, topic in TOPICS.items():
+            physical = settings.topic(name)
+            meta = md.topics.get(physical)
+            if meta is None or meta.error is not None:
+                rows.append({"topic": physical, "partitions": 0, "messages": None, "value": topic.value})
+                continue
+            count = 0
+            for p in meta.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(physical, p), timeout=5)
+                count += max(0, high - low)
+            rows.append(
+                {
+                    "topic": physical,
+                    "partitions": len(meta.partitions),
+                    "messages": count,
+                    "value": topic.value,
+                    "compacted": topic.compacted,
+                }
+            )
+    finally:
+        consumer.close()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(
+            "reverify topics",
+            ["topic", "partitions", "messages", "value schema"],
+            [
+                [r["topic"], r["partitions"], "missing" if r["messages"] is None else r["messages"], r["value"]]
+                for r in rows
+            ],
+        )
+
+
+@cli.command()
+@click.option("--agents", default=5, show_default=True, type=click.IntRange(1))
+@click.option("--tasks", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--variants", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--steps", default=200, show_default=True, type=click.IntRange(1), help="Outcomes per agent/task.")
+@click.option("--rate", default=0.0, show_default=True, help="Outcomes per second (0 = as fast as possible).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--degrade-after", type=int, default=None, help="Step at which v0 falls to --degrade-to.")
+@click.option("--degrade-to", default=0.5, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--drift-after", type=int, default=None, help="Step at which features.intent_score shifts.")
+@click.option("--follow/--no-follow", default=True, show_default=True, help="Use the active variant from crl.active.")
+@click.option("--json", "as_json", is_flag=True)
+def simulate(
+    agents: int,
+    tasks: int,
+    variants: int,
+    steps: int,
+    rate: float,
+    seed: int,
+    degrade_after: int | None,
+    degrade_to: float,
+    drift_after: int | None,
+    follow: bool,
+    as_json: bool,
+) -> None:
+    """Publish a synthetic fleet's outcomes and errors through the SDK."""
+    settings = load_settings()
+    _require_broker(settings)
+    from rich.progress import Progress
+
+    from streams.client import AgentEvents, VariantRouter
+    from streams.simulate import Fleet, FleetSpec, run
+
+    spec = FleetSpec(
+        agents=agents,
+        tasks=tasks,
+        variants=variants,
+        seed=seed,
+        degrade_after=degrade_after,
+        degrade_to=degrade_to,
+        drift_after=drift_after,
+    )
+    fleet = Fleet(spec)
+    router = VariantRouter(settings=settings) if follow else None
+    active: Callable[[str, str], str] = router.variant_for if router else (lambda a, t: "v0")
+    started = time.monotonic()
+    with AgentEvents(settings=settings) as events:
+        if as_json:
+            sent = run(events, fleet, active, steps=steps, rate=rate)
+        else:
+            with Progress(console=console, transient=True) as progress:
+                bar = progress.add_task("publishing", total=steps)
+                sent = run(
+                    events,
+                    fleet,
+                    active,
+                    steps=steps,
+                    rate=rate,
+                    progress=lambda step, _n: progress.update(bar, completed=step),
+                )
+        left = events.flush(30)
+        dropped = events.dropped
+    if router:
+        router.close()
+    summary = {
+        "outcomes": sent,
+        "undelivered": left,
+        "dropped": dropped,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(
+            f"[green]✓[/] published {sent} outcomes in {summary['seconds']}s ({left} undelivered, {dropped} dropped)"
+        )
+
+
+def _register_optional(group: click.Group) -> None:
+    for module in ("streams.cli_control", "streams.cli_history", "streams.cli_alerts"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        mod.register(group)
+
+
+_register_optional(cli)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
