@@ -1,0 +1,453 @@
+"""The learning loop of one (agent_name, task_type): arms, safety decisions, promotions and rollbacks.
+
+:class:`LearningLoop` holds every arm (variant) of one agent/task, which one is
+active, pending proposals and rollback cooldowns. Its methods take decoded
+events and return the :class:`~processors.base.Emission` s to publish; time
+comes only from the events' ``ts``. It records the highest input offset it has
+applied per input topic and partition, so a replay after a crash applies
+nothing twice, and every output id is derived from its input event id.
+
+Rules (DESIGN section 4, issue 3):
+
+* every outcome updates its arm (:mod:`processors.qvalues`) and publishes a
+  ``QValue`` (optionally coalesced per arm every ``publish_interval_ms``);
+* the arm's safety decision (:mod:`processors.safety`) is published when it
+  changes; ``auto_apply`` makes the arm active, ``human_approval`` publishes one
+  ``Proposal`` per decision change, and an approved proposal makes its arm active;
+* the first variant seen is active (``first_seen``);
+* when the active arm's degradation test (:mod:`processors.degradation`) fires:
+  ``Rollback`` to the other arm with the highest Q and ``n >= rollback_min_n``,
+  a critical ``Alert`` and the new ``ActiveVariant``; with no eligible target (or
+  only targets in cooldown) the Alert says why and the variant stays.
+
+Examples
+--------
+>>> loop = LearningLoop("hunter", "search")
+>>> out = loop.on_outcome({"event_id": "e1", "ts": 1700000000000, "variant_id": "v1",
+...                        "success": True, "reward": 1.0}, offset=(0, 0))
+>>> [e.record_type for e in out]
+['ActiveVariant', 'QValue', 'VariantDecision']
+>>> loop.on_outcome({"event_id": "e1", "ts": 1700000000000, "variant_id": "v1",
+...                  "success": True, "reward": 1.0}, offset=(0, 0))
+[]
+>>> LearningLoop.from_dict(loop.to_dict()).to_dict() == loop.to_dict()
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from processors.base import Emission, derive_id, make_alert, short_hex
+from processors.degradation import DegradationAlarm, DegradationDetector
+from processors.qvalues import ArmStats
+from processors.safety import AUTO_APPLY, HUMAN_APPROVAL, decide, prob_beats
+
+__all__ = ["LearningLoop", "LearningSettings"]
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    """Every threshold of the learning loop; field names are the keys of ``[learning]`` in reverify.toml.
+
+    Defaults come from the seed documents (decision matrix, degradation rule)
+    and from the tuning in :mod:`processors.degradation`.
+    """
+
+    alpha: float = 0.1
+    gamma: float = 0.0
+    auto_apply_q: float = 0.9
+    auto_apply_n: int = 10
+    approval_q: float = 0.7
+    approval_n: int = 5
+    promotion_probability: float = 0.95
+    window: int = 20
+    success_drop: float = 0.10
+    reward_drop: float = 0.15
+    error_increase: float = 0.20
+    rollback_min_n: int = 5
+    cooldown_ms: int = 900_000
+    cooldown_min_outcomes: int = 20
+    publish_interval_ms: int = 0
+    success_shift: float = 0.25
+    success_threshold: float = 9.3
+    error_shift: float = 0.10
+    error_threshold: float = 12.0
+    reward_shift: float = 0.15
+    reward_threshold: float = 20.0
+    min_baseline: int = 50
+
+    def detector_params(self) -> dict[str, Any]:
+        """The :class:`DegradationDetector` parameters."""
+        return {
+            "success_shift": self.success_shift,
+            "success_threshold": self.success_threshold,
+            "error_shift": self.error_shift,
+            "error_threshold": self.error_threshold,
+            "reward_shift": self.reward_shift,
+            "reward_threshold": self.reward_threshold,
+            "min_baseline": self.min_baseline,
+            "window": self.window,
+        }
+
+
+def _day(ts: int) -> str:
+    return datetime.fromtimestamp(ts / 1000, tz=timezone.utc).strftime("%Y%m%d")
+
+
+class LearningLoop:
+    """State machine of one (agent_name, task_type); see the module docstring."""
+
+    def __init__(self, agent_name: str, task_type: str, settings: LearningSettings | None = None) -> None:
+        self.agent_name = agent_name
+        self.task_type = task_type
+        self.settings = settings or LearningSettings()
+        self.arms: dict[str, ArmStats] = {}
+        self.detectors: dict[str, DegradationDetector] = {}
+        self.decisions: dict[str, str] = {}
+        self.active: str | None = None
+        self.proposals: dict[str, str] = {}  # pending proposal_id -> variant
+        self.proposed: dict[str, str] = {}  # variant -> proposal_id of its current human_approval decision
+        self.degraded_at: dict[str, int] = {}  # variant -> arm.n when its test last fired
+        self.last_rollback: dict[str, int] = {}  # "a|b" (sorted pair) -> ts of the last rollback between them
+        self.promoted_at: dict[str, int] = {}  # variant -> arm.n when it became active
+        self.last_published: dict[str, int] = {}
+        self.offsets: dict[str, int] = {}
+
+    # -- replay protection ---------------------------------------------------------------------------
+
+    def _seen(self, kind: str, offset: tuple[Any, ...] | None) -> bool:
+        """True when ``offset`` was already applied; otherwise record it. ``offset`` ends with the offset."""
+        if offset is None:
+            return False
+        key = ":".join([kind, *(str(p) for p in offset[:-1])])
+        if offset[-1] <= self.offsets.get(key, -1):
+            return True
+        self.offsets[key] = int(offset[-1])
+        return False
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _arm(self, variant: str) -> ArmStats:
+        if variant not in self.arms:
+            self.arms[variant] = ArmStats(window=self.settings.window)
+            self.detectors[variant] = DegradationDetector(**self.settings.detector_params())
+        return self.arms[variant]
+
+    def _key(self) -> str:
+        return f"{self.agent_name}/{self.task_type}"
+
+    def _degraded(self, variant: str) -> bool:
+        at = self.degraded_at.get(variant)
+        return at is not None and self.arms[variant].n - at < self.settings.window
+
+    @staticmethod
+    def _pair(a: str, b: str) -> str:
+        return "|".join(sorted((a, b)))
+
+    def _in_cooldown(self, current: str, other: str, ts: int) -> bool:
+        """A rollback between ``current`` and ``other`` happened lately, or ``current`` lacks its own evidence."""
+        last = self.last_rollback.get(self._pair(current, other))
+        if last is None:
+            return False
+        own = self.arms[current].n - self.promoted_at.get(current, 0)
+        return ts - last < self.settings.cooldown_ms or own < self.settings.cooldown_min_outcomes
+
+    def _activate(self, variant: str, reason: str, ts: int, cause: str, cause_id: str | None) -> Emission:
+        previous = self.active
+        self.active = variant
+        self.promoted_at[variant] = self._arm(variant).n
+        value = {
+            "event_id": derive_id("active", cause, variant),
+            "ts": ts,
+            "agent_name": self.agent_name,
+            "task_type": self.task_type,
+            "variant_id": variant,
+            "previous_variant": previous,
+            "reason": reason,
+            "cause_id": cause_id,
+        }
+        return Emission("crl.active", self._key(), "ActiveVariant", value)
+
+    def _qvalue(self, variant: str, ts: int, cause: str) -> list[Emission]:
+        interval = self.settings.publish_interval_ms
+        last = self.last_published.get(variant)
+        if interval > 0 and last is not None and ts - last < interval:
+            return []
+        self.last_published[variant] = ts
+        arm = self.arms[variant]
+        value = {
+            "event_id": derive_id("qvalue", cause, variant),
+            "ts": ts,
+            "agent_name": self.agent_name,
+            "task_type": self.task_type,
+            "variant_id": variant,
+            "q": arm.q,
+            "n": arm.n,
+            "alpha": arm.last_alpha,
+            "success_rate": arm.success_rate,
+            "reward_mean": arm.reward_mean,
+            "reward_var": arm.reward_var,
+            "error_rate": arm.error_rate,
+            "errors": arm.errors,
+            "last_outcomes": list(arm.last_outcomes),
+            "source_event_id": cause,
+        }
+        return [Emission("crl.qvalues", f"{self._key()}/{variant}", "QValue", value)]
+
+    # -- decisions ----------------------------------------------------------------------------------
+
+    def _decide(self, variant: str, ts: int, cause: str) -> list[Emission]:
+        s = self.settings
+        arm = self.arms[variant]
+        p_beats: float | None = None
+        challenger = self.active is not None and variant != self.active
+        if challenger and arm.q >= s.auto_apply_q - 1e-9 and arm.n >= s.auto_apply_n:
+            act = self.arms[self.active]  # type: ignore[index]
+            p_beats = prob_beats(arm.successes, arm.failures, act.successes, act.failures)
+        d = decide(
+            arm.q,
+            arm.n,
+            degraded=self._degraded(variant),
+            p_beats_active=p_beats,
+            active_variant=self.active if challenger else None,
+            auto_apply_q=s.auto_apply_q,
+            auto_apply_n=s.auto_apply_n,
+            approval_q=s.approval_q,
+            approval_n=s.approval_n,
+            promotion_probability=s.promotion_probability,
+        )
+        decision, reasoning = d.decision, d.reasoning
+        if decision == AUTO_APPLY and challenger and self._in_cooldown(self.active, variant, ts):  # type: ignore[arg-type]
+            decision = HUMAN_APPROVAL
+            reasoning += f", but within the rollback cooldown between {self.active} and {variant}: needs human approval"
+        previous = self.decisions.get(variant)
+        if decision == previous:
+            return []
+        self.decisions[variant] = decision
+        self.proposed.pop(variant, None)
+        out = [
+            Emission(
+                "crl.decisions",
+                f"{self._key()}/{variant}",
+                "VariantDecision",
+                {
+                    "event_id": derive_id("decision", cause, variant),
+                    "ts": ts,
+                    "agent_name": self.agent_name,
+                    "task_type": self.task_type,
+                    "variant_id": variant,
+                    "decision": decision,
+                    "previous_decision": previous,
+                    "reasoning": reasoning,
+                    "q": arm.q,
+                    "n": arm.n,
+                    "p_beats_active": d.p_beats_active,
+                    "active_variant": self.active,
+                    "thresholds": {
+                        "auto_apply_q": s.auto_apply_q,
+                        "auto_apply_n": float(s.auto_apply_n),
+                        "approval_q": s.approval_q,
+                        "approval_n": float(s.approval_n),
+                        "promotion_probability": s.promotion_probability,
+                    },
+                },
+            )
+        ]
+        if decision == AUTO_APPLY and challenger:
+            out.append(self._activate(variant, "auto_apply", ts, cause, derive_id("decision", cause, variant)))
+        elif decision == HUMAN_APPROVAL and challenger:
+            proposal_id = f"prop-{_day(ts)}-{short_hex('proposal', cause, variant)}"
+            self.proposals[proposal_id] = variant
+            self.proposed[variant] = proposal_id
+            supporting = {"n_invocations": float(arm.n), "q": arm.q, "success_rate": arm.success_rate}
+            supporting["reward_mean"] = arm.reward_mean
+            if d.p_beats_active is not None:
+                supporting["p_beats_active"] = d.p_beats_active
+            out.append(
+                Emission(
+                    "crl.proposals",
+                    self._key(),
+                    "Proposal",
+                    {
+                        "event_id": derive_id("proposal", cause, variant),
+                        "ts": ts,
+                        "proposal_id": proposal_id,
+                        "agent_name": self.agent_name,
+                        "task_type": self.task_type,
+                        "variant_id": variant,
+                        "proposal_type": "promote_variant",
+                        "reasoning": reasoning,
+                        "confidence": arm.q,
+                        "supporting_data": supporting,
+                        "status": "pending",
+                    },
+                )
+            )
+        return out
+
+    # -- degradation --------------------------------------------------------------------------------
+
+    def _on_alarm(self, variant: str, alarm: DegradationAlarm, ts: int, cause: str) -> list[Emission]:
+        self.degraded_at[variant] = self.arms[variant].n
+        if variant != self.active:
+            # A challenger degrading only blocks its auto_apply for a window; nothing to roll back.
+            return []
+        s = self.settings
+        labels = {"agent_name": self.agent_name, "task_type": self.task_type, "variant_id": variant}
+        evidence = dict(alarm.metrics)
+        candidates = [(arm.q, name) for name, arm in self.arms.items() if name != variant and arm.n >= s.rollback_min_n]
+        eligible = [(q, name) for q, name in candidates if not self._in_cooldown(variant, name, ts)]
+        if not eligible:
+            why = (
+                f"every eligible target is within the rollback cooldown of {variant}"
+                if candidates
+                else f"no other variant has n >= {s.rollback_min_n}"
+            )
+            return [
+                make_alert(
+                    source="rollback",
+                    status="firing",
+                    severity="critical",
+                    title=f"{self._key()}: {variant} degraded, no rollback",
+                    labels=labels,
+                    ts=ts,
+                    starts_at=ts,
+                    cause=cause,
+                    message=f"{alarm.reason}; {alarm.trigger} {alarm.statistic:.2f} > {alarm.threshold:g}; "
+                    f"kept {variant}: {why}",
+                    evidence=evidence,
+                )
+            ]
+        target = max(eligible)[1]
+        rollback_id = f"rb-{_day(ts)}-{short_hex('rollback', cause)}"
+        self.last_rollback[self._pair(variant, target)] = ts
+        rollback = Emission(
+            "control.rollbacks",
+            self._key(),
+            "Rollback",
+            {
+                "event_id": derive_id("rollback", cause),
+                "ts": ts,
+                "rollback_id": rollback_id,
+                "agent_name": self.agent_name,
+                "task_type": self.task_type,
+                "from_variant": variant,
+                "to_variant": target,
+                "reason": alarm.reason,
+                "trigger": alarm.trigger,
+                "statistic": alarm.statistic,
+                "threshold": alarm.threshold,
+                "degradation_metrics": evidence,
+            },
+        )
+        alert = make_alert(
+            source="rollback",
+            status="firing",
+            severity="critical",
+            title=f"{self._key()}: rolled back {variant} -> {target}",
+            labels=labels,
+            ts=ts,
+            starts_at=ts,
+            cause=cause,
+            message=f"{rollback_id}: {alarm.reason}; {alarm.trigger} {alarm.statistic:.2f} > {alarm.threshold:g}",
+            evidence=evidence,
+        )
+        return [rollback, alert, self._activate(target, "rollback", ts, cause, rollback_id)]
+
+    # -- inputs -------------------------------------------------------------------------------------
+
+    def on_outcome(
+        self, event: dict[str, Any], offset: tuple[Any, ...] | None = None, *, max_next_q: float | None = None
+    ) -> list[Emission]:
+        """Apply one ``AgentOutcome``; ``max_next_q`` is ``max_a Q(next_state, a)`` when the shell knows it."""
+        if self._seen("outcomes", offset):
+            return []
+        variant, ts, cause = event["variant_id"], int(event["ts"]), event["event_id"]
+        out: list[Emission] = []
+        arm = self._arm(variant)
+        if self.active is None:
+            out.append(self._activate(variant, "first_seen", ts, cause, None))
+        success, reward = bool(event["success"]), float(event["reward"])
+        arm.update(success, reward, alpha=self.settings.alpha, gamma=self.settings.gamma, max_next_q=max_next_q)
+        alarm = self.detectors[variant].update(success, reward)
+        out += self._qvalue(variant, ts, cause)
+        if alarm is not None:
+            out += self._on_alarm(variant, alarm, ts, cause)
+        out += self._decide(variant, ts, cause)
+        return out
+
+    def on_error(self, event: dict[str, Any], offset: tuple[Any, ...] | None = None) -> list[Emission]:
+        """Apply one ``AgentError``; pipeline errors and errors naming no variant never count."""
+        if self._seen("errors", offset) or event.get("pipeline") or not event.get("variant_id"):
+            return []
+        variant, ts, cause = event["variant_id"], int(event["ts"]), event["event_id"]
+        self._arm(variant).record_error()
+        alarm = self.detectors[variant].record_error()
+        out = self._qvalue(variant, ts, cause)
+        if alarm is not None:
+            out += self._on_alarm(variant, alarm, ts, cause)
+        return out
+
+    def on_approval(self, event: dict[str, Any], offset: tuple[Any, ...] | None = None) -> list[Emission]:
+        """Apply one ``Approval``: an approved pending proposal makes its variant active."""
+        if self._seen("approvals", offset):
+            return []
+        variant = self.proposals.pop(event["proposal_id"], None)
+        if variant is None or not event["approved"] or variant == self.active:
+            return []
+        return [self._activate(variant, "approval", int(event["ts"]), event["event_id"], event["proposal_id"])]
+
+    # -- state --------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible state (settings are not part of it: they come from the config on restore)."""
+        return {
+            "agent_name": self.agent_name,
+            "task_type": self.task_type,
+            "arms": {k: a.to_dict() for k, a in self.arms.items()},
+            "detectors": {k: d.to_dict() for k, d in self.detectors.items()},
+            "decisions": dict(self.decisions),
+            "active": self.active,
+            "proposals": dict(self.proposals),
+            "proposed": dict(self.proposed),
+            "degraded_at": dict(self.degraded_at),
+            "last_rollback": dict(self.last_rollback),
+            "promoted_at": dict(self.promoted_at),
+            "last_published": dict(self.last_published),
+            "offsets": dict(self.offsets),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], settings: LearningSettings | None = None) -> LearningLoop:
+        """Restore the state written by :meth:`to_dict`."""
+        loop = cls(data["agent_name"], data["task_type"], settings)
+        params = loop.settings.detector_params()
+        loop.arms = {k: ArmStats.from_dict(v) for k, v in data["arms"].items()}
+        loop.detectors = {k: DegradationDetector.from_dict(v, **params) for k, v in data["detectors"].items()}
+        loop.decisions = dict(data["decisions"])
+        loop.active = data["active"]
+        loop.proposals = dict(data["proposals"])
+        loop.proposed = dict(data["proposed"])
+        loop.degraded_at = {k: int(v) for k, v in data["degraded_at"].items()}
+        loop.last_rollback = {k: int(v) for k, v in data["last_rollback"].items()}
+        loop.promoted_at = {k: int(v) for k, v in data["promoted_at"].items()}
+        loop.last_published = {k: int(v) for k, v in data["last_published"].items()}
+        loop.offsets = {k: int(v) for k, v in data["offsets"].items()}
+        return loop
+
+
+def settings_from_mapping(values: dict[str, Any]) -> LearningSettings:
+    """Build settings from a ``[learning]`` table, rejecting unknown keys (a typo must not pass silently).
+
+    >>> settings_from_mapping({"alpha": 0.2}).alpha
+    0.2
+    """
+    known = {f.name for f in dataclasses.fields(LearningSettings)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown [learning] settings: {', '.join(sorted(unknown))}")
+    return LearningSettings(**values)
