@@ -94,6 +94,17 @@ class LearningSettings:
         }
 
 
+@dataclass(frozen=True)
+class ExternalAlarm:
+    """A rollback asked for from outside the detector (an assurance case), shaped like a DegradationAlarm."""
+
+    trigger: str
+    reason: str
+    statistic: float
+    threshold: float
+    metrics: dict[str, float]
+
+
 def _day(ts: int) -> str:
     return datetime.fromtimestamp(ts / 1000, tz=timezone.utc).strftime("%Y%m%d")
 
@@ -291,7 +302,7 @@ class LearningLoop:
 
     # -- degradation --------------------------------------------------------------------------------
 
-    def _on_alarm(self, variant: str, alarm: DegradationAlarm, ts: int, cause: str) -> list[Emission]:
+    def _on_alarm(self, variant: str, alarm: DegradationAlarm | ExternalAlarm, ts: int, cause: str) -> list[Emission]:
         self.degraded_at[variant] = self.arms[variant].n
         if variant != self.active:
             # A challenger degrading only blocks its auto_apply for a window; nothing to roll back.
@@ -391,6 +402,25 @@ class LearningLoop:
         if alarm is not None:
             out += self._on_alarm(variant, alarm, ts, cause)
         return out
+
+    def on_rollback_command(self, event: dict[str, Any]) -> list[Emission]:
+        """Roll the active variant back because an assurance case said so (``Command`` ``rollback``).
+
+        The same path as a detector alarm: same target rule, cooldown, Rollback schema and alert; the
+        reason names the case.
+        """
+        if self.active is None:
+            return []
+        args = event["args"]
+        case = args.get("case", "assurance")
+        alarm = ExternalAlarm(
+            trigger=f"assurance:{case}",
+            reason=args.get("reason") or f"assurance case {case} failed",
+            statistic=float(args.get("value", 0.0) or 0.0),
+            threshold=float(args.get("threshold", 0.0) or 0.0),
+            metrics=self.detectors[self.active].evidence() if self.active in self.detectors else {},
+        )
+        return self._on_alarm(self.active, alarm, int(event["ts"]), event["event_id"])
 
     def on_approval(self, event: dict[str, Any], offset: tuple[Any, ...] | None = None) -> list[Emission]:
         """Apply one ``Approval``: an approved pending proposal makes its variant active."""

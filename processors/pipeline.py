@@ -1,61 +1,189 @@
 """Everything reverify decides about one agent, composed: the processors behind one key of the ``agents`` table.
 
->>> p = AgentPipeline("hunter", AgentPipeline.configure(None))
->>> p.on_event("AgentMetric", {"agent_name": "hunter", "name": "q", "value": 1.0, "ts": 0}, (0, 7))
+One agent's inputs (outcomes, errors, metrics, approvals, operator commands)
+all arrive on one partition, so one :class:`AgentPipeline` sees them in order
+and can pass evidence between its processors without another topic: Q-values
+and drift reports feed the assurance cases, rollback alerts feed the alert
+manager's inhibition, and an assurance ``rollback`` action goes straight to the
+learning loop that knows the previous best variant.
+
+>>> p = AgentPipeline("hunter", PipelineConfig())
+>>> out = p.on_event("AgentOutcome", {"event_id": "e1", "ts": 0, "agent_name": "hunter", "task_type": "scrape",
+...     "variant_id": "v1", "success": True, "reward": 0.9, "latency_ms": 800.0, "cost_usd": 0.002,
+...     "features": {}, "attributes": {}}, (0, 7))
+>>> sorted({e.record_type for e in out})
+['ActiveVariant', 'QValue', 'VariantDecision']
+>>> p.on_event("AgentMetric", {"event_id": "m", "ts": 0, "agent_name": "hunter", "name": "q", "value": 1.0}, (0, 7))
 []
->>> p.on_event("AgentMetric", {"agent_name": "hunter", "name": "q", "value": 1.0, "ts": 0}, (0, 7))  # a replay
-[]
->>> p.applied
-{'0': 7}
+>>> AgentPipeline.from_dict(p.to_dict(), PipelineConfig()).to_dict() == p.to_dict()
+True
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from processors.alerting import AlertingSettings, AlertManager
+from processors.assurance import AssuranceCase, AssuranceEvaluator, parse_cases
 from processors.base import Emission
+from processors.drift import DriftProcessor, DriftSettings
+from processors.errors import ErrorMonitor, ErrorSettings
+from processors.learning import LearningLoop, LearningSettings
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The settings of every processor of the pipeline, read once per worker."""
+    """The settings of every processor, read once per worker; ``version`` is stamped on alerts and verdicts."""
 
-    settings_version: str = ""
+    learning: LearningSettings = field(default_factory=LearningSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    alerting: AlertingSettings = field(default_factory=AlertingSettings)
+    errors: ErrorSettings = field(default_factory=ErrorSettings)
+    cases: tuple[AssuranceCase, ...] = ()
+    version: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PipelineConfig:
+        """Build from :class:`streams.settings.Settings` sections ``[learning]``, ``[drift]`` ... ``[[assurance]]``."""
+        learning = settings.section("learning", LearningSettings)
+        drift = settings.section("drift", DriftSettings)
+        alerting = settings.section("alerting", AlertingSettings)
+        errors = settings.section("errors", ErrorSettings)
+        cases = tuple(parse_cases(settings.sections.get("assurance", [])))
+        text = json.dumps(
+            [asdict(learning), asdict(alerting), asdict(errors), [c.to_dict() for c in cases], repr(drift)],
+            sort_keys=True,
+            default=str,
+        )
+        version = hashlib.sha256(text.encode()).hexdigest()[:12]
+        return cls(learning, drift, alerting, errors, cases, version)
 
 
 class AgentPipeline:
-    """Routes one agent's decoded inputs to its processors; remembers the offsets it applied."""
+    """Routes one agent's decoded inputs to its processors and returns what they emit."""
 
     def __init__(self, agent_name: str, config: PipelineConfig) -> None:
         self.agent_name = agent_name
         self.config = config
-        self.applied: dict[str, int] = {}
+        self.loops: dict[str, LearningLoop] = {}
+        self.drift = DriftProcessor(config.drift)
+        self.alerts = AlertManager(config.alerting)
+        self.errors = ErrorMonitor(config.errors, self.alerts, settings_version=config.version)
+        self.assurance = AssuranceEvaluator(config.cases, self.alerts, config.version)
 
     @staticmethod
     def configure(settings: Any) -> PipelineConfig:
-        return PipelineConfig()
+        return PipelineConfig() if settings is None else PipelineConfig.from_settings(settings)
 
-    def _fresh(self, offset: tuple[int, int]) -> bool:
-        partition, position = str(offset[0]), offset[1]
-        if self.applied.get(partition, -1) >= position:
-            return False
-        self.applied[partition] = position
-        return True
+    def loop(self, task_type: str) -> LearningLoop:
+        loop = self.loops.get(task_type)
+        if loop is None:
+            loop = self.loops[task_type] = LearningLoop(self.agent_name, task_type, self.config.learning)
+        return loop
 
     def on_event(self, record_type: str, record: dict[str, Any], offset: tuple[int, int]) -> list[Emission]:
-        if not self._fresh(offset):
+        """Apply one input; every processor skips an offset it already applied (a replay)."""
+        if record_type == "AgentOutcome":
+            out = self.loop(record["task_type"]).on_outcome(record, offset)
+            out += self.drift.on_outcome(record, offset)
+            out += self.errors.on_outcome(record, offset)
+            out += self._follow(out)
+            out += self.assurance.on_outcome(record, offset)
+        elif record_type == "AgentError":
+            task = record.get("task_type")
+            out = self.loops[task].on_error(record, offset) if task in self.loops else []
+            out += self.errors.on_error(record, offset)
+            out += self.assurance.on_error(record, offset)
+        elif record_type == "AgentMetric":
+            out = self.drift.on_metric(record, offset)
+            out += self._follow(out)
+            out += self.assurance.on_metric(record, offset)
+        elif record_type == "Approval":
+            task = record.get("task_type")
+            loops = [self.loops[task]] if task in self.loops else list(self.loops.values())
+            out = [e for loop in loops for e in loop.on_approval(record, offset)]
+        elif record_type == "Command":
+            out = self.on_command(record)
+        else:
+            out = []
+        return self._act(out)
+
+    def _follow(self, emitted: list[Emission]) -> list[Emission]:
+        """Feed what the learning loop and drift monitor emitted to the cases and the alert manager."""
+        out: list[Emission] = []
+        for e in emitted:
+            if e.record_type == "QValue":
+                out += self.assurance.on_qvalue(e.value)
+            elif e.record_type == "DriftReport":
+                out += self.assurance.on_drift(e.value)
+            elif e.record_type == "Alert" and e.value["source"] == "rollback":
+                out += self.alerts.note_alert(e.value)
+        return out
+
+    def _act(self, emitted: list[Emission]) -> list[Emission]:
+        """Carry out an assurance ``rollback`` here: this pipeline owns the agent's learning loops."""
+        out: list[Emission] = []
+        for e in emitted:
+            out.append(e)
+            if e.record_type == "Command" and e.value["command"] == "rollback":
+                task = e.value["args"].get("task_type")
+                if task in self.loops:
+                    done = self.loops[task].on_rollback_command(e.value)
+                    out += done + self._follow(done)
+        return out
+
+    def on_command(self, record: dict[str, Any]) -> list[Emission]:
+        """Operator commands: baseline pin/reset, alert ack/silence, rollback."""
+        args, ts = record["args"], int(record["ts"])
+        command = record["command"]
+        if command == "baseline_reset":
+            return self.drift.reset_baseline(self.agent_name, args["feature"], args.get("variant_id") or None)
+        if command == "baseline_pin":
+            values = [float(v) for v in json.loads(args["values"])]
+            return self.drift.pin_baseline(self.agent_name, args["feature"], values, args.get("variant_id") or None)
+        if command == "ack":
+            return self.alerts.acknowledge(args["fingerprint"], record.get("by", ""), ts)
+        if command == "silence":
+            matchers = json.loads(args["matchers"])
+            self.alerts.add_silence(
+                matchers,
+                int(args["until_ms"]),
+                record.get("by", ""),
+                args.get("comment", ""),
+                now_ms=ts,
+                silence_id=args.get("silence_id"),
+            )
             return []
+        if command == "rollback":
+            task = args.get("task_type")
+            return self.loops[task].on_rollback_command(record) if task in self.loops else []
         return []
 
     def tick(self, now_ms: int) -> list[Emission]:
-        return []
+        """Time-driven work: stale evidence, ``for`` clocks, circuit recovery, alert repeats."""
+        out = self.assurance.tick(now_ms) + self.errors.tick(now_ms)
+        out += self.alerts.tick(now_ms)
+        return self._act(out)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"agent_name": self.agent_name, "applied": self.applied}
+        return {
+            "agent_name": self.agent_name,
+            "loops": {t: loop.to_dict() for t, loop in self.loops.items()},
+            "drift": self.drift.to_dict(),
+            "alerts": self.alerts.to_dict(),
+            "errors": self.errors.to_dict(),
+            "assurance": self.assurance.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], config: PipelineConfig) -> AgentPipeline:
-        pipeline = cls(data["agent_name"], config)
-        pipeline.applied = dict(data["applied"])
-        return pipeline
+        p = cls(data["agent_name"], config)
+        p.loops = {t: LearningLoop.from_dict(d, config.learning) for t, d in data["loops"].items()}
+        p.drift = DriftProcessor.from_dict(data["drift"], config.drift)
+        p.alerts = AlertManager.from_dict(data["alerts"], config.alerting)
+        p.errors = ErrorMonitor.from_dict(data["errors"], config.errors, p.alerts, settings_version=config.version)
+        p.assurance = AssuranceEvaluator.from_dict(data["assurance"], config.cases, p.alerts, config.version)
+        return p

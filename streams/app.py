@@ -67,12 +67,20 @@ class PipelineShell:
         )
         self.pipeline_config = AgentPipeline.configure(settings)
         self._logical = {settings.topic(name): name for name in TOPICS}
+        # Live pipelines of the agents this worker owns; the table is the durable copy, read only after a
+        # (re)assignment, because rebuilding a pipeline (drift calibration) costs far more than applying a batch.
+        self.cache: dict[str, AgentPipeline] = {}
 
     def load(self, agent: str) -> AgentPipeline:
-        raw = self.table.get(agent.encode())
-        if raw is None:
-            return AgentPipeline(agent, self.pipeline_config)
-        return AgentPipeline.from_dict(json.loads(raw), self.pipeline_config)
+        pipeline = self.cache.get(agent)
+        if pipeline is None:
+            raw = self.table.get(agent.encode())
+            if raw is None:
+                pipeline = AgentPipeline(agent, self.pipeline_config)
+            else:
+                pipeline = AgentPipeline.from_dict(json.loads(raw), self.pipeline_config)
+            self.cache[agent] = pipeline
+        return pipeline
 
     def store(self, agent: str, pipeline: AgentPipeline) -> None:
         self.table[agent.encode()] = json.dumps(pipeline.to_dict(), separators=(",", ":")).encode()
@@ -187,6 +195,10 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker") -> faust.
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         broker_commit_every=1000,
+        # A short session makes a group (re)join quick: the embedded broker, like Kafka's initial rebalance
+        # delay, waits about half the session timeout before it completes a join.
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.5,
     )
     inputs = app.topic(*[settings.topic(t) for t in INPUTS], key_serializer="raw", value_serializer="raw")
     table = app.Table(
@@ -208,6 +220,14 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker") -> faust.
             left = await loop.run_in_executor(None, shell.flush)
             if left:
                 raise RuntimeError(f"{left} emissions could not be delivered; stopping before acking their inputs")
+
+    @app.on_partitions_revoked.connect
+    async def forget(_app: Any, revoked: Any, **kwargs: Any) -> None:
+        shell.cache.clear()  # another worker may own these agents now; the table is the truth
+
+    @app.on_partitions_assigned.connect
+    async def reload(_app: Any, assigned: Any, **kwargs: Any) -> None:
+        shell.cache.clear()
 
     @app.timer(interval=1.0)
     async def tick() -> None:

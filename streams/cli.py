@@ -32,9 +32,19 @@ class UserError(click.ClickException):
         err.print(f"[bold red]error:[/] {self.message}")
 
 
-def load_settings() -> Settings:
+def load_settings(check_processors: bool = False) -> Settings:
+    """Settings from ``reverify.toml`` and ``REVERIFY_*``; with ``check_processors`` every section is validated too."""
+    from processors.assurance import AssuranceConfigError
+
     try:
-        return Settings.load()
+        settings = Settings.load()
+        if check_processors:
+            from processors.pipeline import PipelineConfig
+
+            PipelineConfig.from_settings(settings)
+        return settings
+    except AssuranceConfigError as exc:
+        raise UserError(str(exc)) from None
     except SettingsError as exc:
         raise UserError(str(exc)) from None
 
@@ -84,7 +94,7 @@ def _require_broker(settings: Settings) -> None:
 @click.option("--demo-rate", default=200.0, show_default=True, help="Demo outcomes per second.")
 def up(demo: bool, demo_rate: float) -> None:
     """Start the embedded stack: broker (if none listens), topics, workers, ClickHouse history."""
-    settings = load_settings()
+    settings = load_settings(check_processors=True)
     from streams.embedded import EmbeddedBroker, split_bootstrap
     from streams.topics import ensure_topics
 
@@ -171,7 +181,7 @@ def _run_worker(settings: Settings) -> None:
 @cli.command()
 def worker() -> None:
     """Run one stream worker against REVERIFY_KAFKA (run as many as there are partitions to share)."""
-    settings = load_settings()
+    settings = load_settings(check_processors=True)
     _require_broker(settings)
     from streams.topics import ensure_topics
 

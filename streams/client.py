@@ -308,6 +308,7 @@ def _consumer(settings: Settings, group: str | None, **extra: Any) -> Consumer:
             "group.id": group or f"reverify-sdk-{uuid.uuid4().hex[:12]}",
             "auto.offset.reset": "latest",
             "enable.auto.commit": True,
+            "session.timeout.ms": 6000,  # quick joins: the broker waits about half of it before assigning
             "logger": logging.getLogger("reverify.sdk.librdkafka"),
         }
     )

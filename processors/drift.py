@@ -1,0 +1,879 @@
+"""Drift of every monitored series against its baseline: PSI, KS, mean shift, variance ratio, and a calibrated alarm.
+
+A series is ``(agent_name, feature[, variant_id])``. Its first ``baseline_size``
+values (or values pinned by a person) are the baseline; after that, every
+``evaluate_every`` values the monitor reports the seed's statistics on the last
+``window`` values and decides its alarm. Pure: no clock (time is the events'
+``ts``), no I/O.
+
+The seed's grades (PSI < 0.1 none, < 0.2 low, < 0.25 medium, else high; mean
+shift > 2 sd; sd ratio outside [0.5, 2]) are *reported*. They are not the
+alarm: fixed thresholds re-tested on a sliding window alarm constantly on a
+stationary stream. The alarm watches rank statistics (Mann-Whitney location
+and a Mood-type spread statistic of the window's placements among the baseline
+values) over several windows at once, against one threshold simulated to the
+false-alarm budget -- see :mod:`processors.drift_calibration`.
+
+Cost: ``update`` only appends; the work is batched once per ``evaluate_every``
+values with numpy. Window aggregates come from per-block sums (a ring of
+blocks), and the configured window's position counts among the baseline
+values are kept incrementally, so KS needs no sort and nothing grows with the
+window length.
+
+References
+----------
+Yurdakul, B. (2018). Statistical properties of population stability index. PhD thesis, Western Michigan University.
+Kolmogorov-Smirnov two-sample test: Hodges, J. L. (1958). The significance probability of the Smirnov
+two-sample test. *Arkiv for Matematik* 3; implemented as ``scipy.stats.ks_2samp``.
+Bifet, A. and Gavalda, R. (2007). Learning from time-changing data with adaptive windowing (ADWIN). SDM.
+Alibi Detect online detectors, calibrated to an expected run time: https://docs.seldon.io/projects/alibi-detect
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(7)
+>>> m = DriftMonitor(DriftSettings(), agent_name="hunter", feature="reward")
+>>> reports = [m.update(float(x), 1_700_000_000_000 + i) for i, x in enumerate(rng.normal(50, 10, 1500))]
+>>> r = [x for x in reports if x][-1]
+>>> r["baseline_size"], r["window_size"], r["severity"], r["alarm"]
+(1000, 500, 'none', False)
+>>> shifted = [m.update(float(x), 1_700_000_100_000 + i) for i, x in enumerate(rng.normal(65, 10, 100))]
+>>> m.firing, m.fired_at - 1_700_000_100_000  # fired on the first look after the shift
+(True, 49)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from processors.base import Emission, derive_id, make_alert
+from processors.drift_calibration import calibrate_threshold, ks_pvalue, placement_moments
+
+__all__ = [
+    "CategoricalDriftMonitor",
+    "DriftMonitor",
+    "DriftProcessor",
+    "DriftSettings",
+    "psi",
+    "psi_grade",
+]
+
+OUTCOME_FIELDS = ("reward", "latency_ms", "cost_usd")
+REPORT_TOPIC = "drift.reports"
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Every number of the drift monitor; field names are the keys of ``[drift]`` in ``reverify.toml``.
+
+    Parameters
+    ----------
+    baseline_size
+        Values learned as the baseline (or the size of a pinned baseline, which may differ).
+    bins
+        Quantile bins of the baseline for PSI (numpy's default quantile method); outer bins are open.
+    window
+        The configured count window whose PSI / KS / mean shift / sd ratio head the report.
+    evaluate_every
+        A report and an alarm decision every this many values; windows must be multiples of it.
+    psi_epsilon
+        Proportion used for an empty bin (both sides) so ``ln(c / b)`` stays finite.
+    windows
+        Window lengths the alarm watches at once: short ones catch a large shift fast, long ones a small one surely.
+    false_alarm_budget
+        Expected false alarm episodes per ``budget_values`` values of a stationary series.
+    budget_values
+        See ``false_alarm_budget`` (default 10,000).
+    n_series
+        Series sharing the budget. The per-series budget is ``false_alarm_budget / n_series`` (Bonferroni). For an
+        expected count of false alarms this is exact by linearity; Holm's step-down has no fixed family of
+        p-values to step through on a never-ending stream, so it would buy nothing here.
+    psi_grades
+        PSI cut points for low / medium / high (seed: 0.1, 0.2, 0.25).
+    mean_shift_sd
+        ``|mean shift|`` in baseline sds above which the seed flags a mean shift.
+    variance_ratio_bounds
+        Ratio of standard deviations outside which the seed flags a variance change.
+    calibration
+        ``"rank"``: threshold simulated once for continuous data and shared (rank statistics are distribution-free);
+        ``"bootstrap"``: resample this baseline (use for tied / discrete data); ``"auto"``: bootstrap when the
+        baseline has ties.
+    calibration_replicates, calibration_length, calibration_seed
+        Size and seed of the calibration simulation.
+    detectors
+        river detectors run beside, per series: any of ``"adwin"``, ``"kswin"``, ``"page_hinkley"``.
+    categorical
+        Outcome ``attributes`` keys monitored as categorical series.
+    max_categories
+        Baseline categories kept by frequency; the rest and unseen ones share an ``"other"`` bucket.
+    per_variant
+        Also keep a series per ``variant_id`` beside the agent-level one.
+    overrides
+        Per-series overrides: ``{"agent/feature": {"window": 1000}}``; ``"*"`` matches any agent or feature.
+    """
+
+    baseline_size: int = 1000
+    bins: int = 10
+    window: int = 500
+    evaluate_every: int = 50
+    psi_epsilon: float = 1e-4
+    windows: tuple[int, ...] = (50, 100, 200, 500)
+    false_alarm_budget: float = 0.1
+    budget_values: int = 10_000
+    n_series: int = 1
+    psi_grades: tuple[float, float, float] = (0.1, 0.2, 0.25)
+    mean_shift_sd: float = 2.0
+    variance_ratio_bounds: tuple[float, float] = (0.5, 2.0)
+    calibration: str = "auto"
+    calibration_replicates: int = 250
+    calibration_length: int = 40_000
+    calibration_seed: int = 0
+    detectors: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    max_categories: int = 20
+    per_variant: bool = False
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("windows", "psi_grades", "variance_ratio_bounds", "detectors", "categorical"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # TOML gives lists
+        e = self.evaluate_every
+        if e < 1 or self.baseline_size < 2 or self.bins < 1:
+            raise ValueError("evaluate_every, baseline_size and bins must be positive (baseline_size >= 2)")
+        for w in (*self.windows, self.window):
+            if w < e or w % e:
+                raise ValueError(f"window {w} must be a positive multiple of evaluate_every={e}")
+        if self.calibration not in ("rank", "bootstrap", "auto"):
+            raise ValueError("calibration must be rank, bootstrap or auto")
+        unknown = set(self.detectors) - set(_DETECTORS)
+        if unknown:
+            raise ValueError(f"unknown detectors {sorted(unknown)}; use {sorted(_DETECTORS)}")
+
+    @property
+    def rate_per_value(self) -> float:
+        """False-alarm episodes allowed per value of one series."""
+        return self.false_alarm_budget / self.budget_values / max(self.n_series, 1)
+
+    def for_series(self, agent_name: str, feature: str) -> DriftSettings:
+        """These settings with the overrides matching the series applied (most specific last)."""
+        if not self.overrides:
+            return self
+        merged: dict[str, Any] = {}
+        for key in ("*/*", f"{agent_name}/*", f"*/{feature}", f"{agent_name}/{feature}"):
+            merged.update(self.overrides.get(key, {}))
+        return dataclasses.replace(self, **merged) if merged else self
+
+
+def _make_detector(name: str) -> Any:
+    from river import drift
+
+    if name == "adwin":
+        return drift.ADWIN()
+    if name == "kswin":
+        return drift.KSWIN(seed=0)
+    return drift.PageHinkley()
+
+
+_DETECTORS = ("adwin", "kswin", "page_hinkley")
+
+
+def psi(current: np.ndarray, baseline: np.ndarray, epsilon: float = 1e-4) -> float:
+    """Population stability index ``sum((c - b) * ln(c / b))`` of two proportion vectors, empties -> ``epsilon``.
+
+    >>> round(psi(np.array([0.5, 0.5]), np.array([0.25, 0.75])), 4)
+    0.2747
+    >>> psi(np.array([0.5, 0.5]), np.array([0.5, 0.5]))
+    0.0
+    """
+    c = np.where(current > 0, current, epsilon)
+    b = np.where(baseline > 0, baseline, epsilon)
+    return float(np.sum((c - b) * np.log(c / b)))
+
+
+def psi_grade(value: float, cuts: tuple[float, float, float] = (0.1, 0.2, 0.25)) -> str:
+    """The seeds' PSI grade.
+
+    >>> [psi_grade(v) for v in (0.05, 0.1, 0.22, 0.3)]
+    ['none', 'low', 'medium', 'high']
+    """
+    if value < cuts[0]:
+        return "none"
+    if value < cuts[1]:
+        return "low"
+    return "medium" if value < cuts[2] else "high"
+
+
+def _alert_severity(grade: str) -> str:
+    # a calibrated alarm is worth a look even when the PSI grade is small
+    return "critical" if grade == "high" else "warning"
+
+
+class _BaseMonitor:
+    """What numeric and categorical monitors share: learning, pending block, alarm lifecycle, report frame."""
+
+    def __init__(
+        self, settings: DriftSettings | None = None, *, agent_name: str = "", feature: str = "",
+        variant_id: str | None = None,
+    ) -> None:
+        self.settings = settings or DriftSettings()
+        self.agent_name, self.feature, self.variant_id = agent_name, feature, variant_id
+        self.values_seen = 0
+        self.generation = 0
+        self.firing = False
+        self.fired_at: int | None = None
+        self.transition: str | None = None  # "fired" / "resolved" at the last evaluation, else None
+        self.last_statistic = 0.0
+        self._quiet = 0
+        self._learning: list[Any] = []
+        self._pending: list[Any] = []
+        self._block_ts0 = 0
+        self._last_ts = 0
+        self._ready = False
+        self._detectors = {name: _make_detector(name) for name in self.settings.detectors}
+        self._detected = dict.fromkeys(self._detectors, False)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def reset_baseline(self) -> None:
+        """Forget the baseline and the window; the next ``baseline_size`` values become the new baseline."""
+        self._ready = False
+        self._learning = []
+        self._pending = []
+        self.generation += 1
+        self.firing, self._quiet, self.transition = False, 0, None
+
+    def pin_baseline(self, values: Iterable[Any]) -> None:
+        """Use ``values`` (e.g. a person's chosen period) as the baseline and start a fresh window."""
+        self.reset_baseline()
+        self._set_baseline(list(values))
+
+    def _decide(self, statistic: float, threshold: float, ts: int) -> None:
+        self.last_statistic = statistic
+        self.transition = None
+        if statistic > threshold:
+            self._quiet = 0
+            if not self.firing:
+                self.firing, self.fired_at, self.transition = True, ts, "fired"
+        elif self.firing:
+            self._quiet += 1
+            # resolved once the series stayed within its budget for a whole configured window
+            if self._quiet * self.settings.evaluate_every >= self.settings.window:
+                self.firing, self._quiet, self.transition = False, 0, "resolved"
+
+    def _feed(self, value: float) -> None:
+        for name, det in self._detectors.items():
+            det.update(value)
+            if det.drift_detected:
+                self._detected[name] = True
+
+    def _frame(self, ts: int) -> dict[str, Any]:
+        detected, self._detected = self._detected, dict.fromkeys(self._detectors, False)
+        return {
+            "event_id": derive_id(
+                "drift.report", self.agent_name, self.feature, self.variant_id, self.generation, self.values_seen
+            ),
+            "ts": ts,
+            "agent_name": self.agent_name,
+            "feature": self.feature,
+            "variant_id": self.variant_id,
+            "values_seen": self.values_seen,
+            "detectors": detected,
+            "window_end": ts,
+        }
+
+    def _set_baseline(self, values: list[Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class DriftMonitor(_BaseMonitor):
+    """Drift of one numeric series: baseline, sliding count windows, report every ``evaluate_every`` values.
+
+    ``update(value, ts)`` returns a DriftReport dict (field names of
+    ``schemas/DriftReport.avsc``) every ``evaluate_every`` values once the
+    baseline is known, else ``None``. After an update, ``firing`` tells whether
+    the calibrated alarm is on and ``transition`` whether it just fired or
+    resolved. Non-finite values are skipped (counted in ``skipped``).
+    """
+
+    def __init__(
+        self, settings: DriftSettings | None = None, *, agent_name: str = "", feature: str = "",
+        variant_id: str | None = None,
+    ) -> None:
+        super().__init__(settings, agent_name=agent_name, feature=feature, variant_id=variant_id)
+        self.skipped = 0
+        self.threshold = math.inf
+
+    def update(self, value: float, ts: int) -> dict[str, Any] | None:
+        """Add one value observed at ``ts`` (epoch ms)."""
+        if not math.isfinite(value):
+            self.skipped += 1
+            return None
+        self.values_seen += 1
+        self._last_ts = ts
+        if self._detectors:
+            self._feed(value)
+        if not self._ready:
+            self._learning.append(value)
+            if len(self._learning) >= self.settings.baseline_size:
+                self._set_baseline(self._learning)
+            return None
+        pending = self._pending
+        if not pending:
+            self._block_ts0 = ts
+        pending.append(value)
+        if len(pending) < self._every:
+            return None
+        return self._evaluate()
+
+    # -- baseline ------------------------------------------------------------------
+    def _set_baseline(self, values: list[Any]) -> None:
+        s = self.settings
+        base = np.sort(np.asarray(values, dtype=float))
+        base = base[np.isfinite(base)]
+        if len(base) < 2:
+            raise ValueError("a baseline needs at least two finite values")
+        self._learning = []
+        n = len(base)
+        self._base = base
+        self._n = n
+        self._mean_b = float(base.mean())
+        self._sd_b = float(base.std())
+        self._edges = np.quantile(base, np.linspace(0.0, 1.0, s.bins + 1))[1:-1]
+        self._base_props = np.bincount(np.searchsorted(self._edges, base, "right"), minlength=s.bins) / n
+        self._moments = placement_moments(base)
+        # cumulative baseline counts through each distinct value: the grid on which the window's ECDF is compared
+        uniq_right = np.searchsorted(base, np.unique(base), "right")
+        r_full = np.concatenate([[0], uniq_right])
+        self._gap_cells = 2 * r_full  # cell of values strictly between distinct baseline values
+        self._gap_frac = r_full / n
+        self._eq_cells = r_full[:-1] + r_full[1:]  # cell of values equal to a baseline value
+        self._eq_frac = uniq_right / n
+        self._every = s.evaluate_every
+        self._cap = max(s.window, *s.windows)
+        self._nblocks = self._cap // self._every
+        cell_type = np.int16 if 2 * n + 1 < 2**15 else np.int32
+        self._ring_l = np.zeros(self._cap, dtype=cell_type)
+        self._ring_r = np.zeros(self._cap, dtype=cell_type)
+        self._cells = np.zeros(2 * n + 1, dtype=np.int32 if s.window >= 2**15 else np.int16)
+        self._blocks = np.zeros((self._nblocks, 4))  # sum p, sum p^2, sum (x - mean_b), sum (x - mean_b)^2
+        self._block_bins = np.zeros((self._nblocks, s.bins), dtype=np.int32)
+        self._block_ts = np.zeros(self._nblocks, dtype=np.int64)
+        self._block_pos = 0
+        self._filled = 0  # values in the ring, up to cap
+        self._report_windows = sorted(set(s.windows) | {s.window})
+        win = np.array(self._report_windows)
+        self._win, self._k = win, win // self._every - 1
+        self._alarm_mask = np.isin(win, s.windows)
+        inflation = win * (n + win + 1) / n  # Var(U)/n^2 of Mann-Whitney: the baseline's own noise included
+        v1, mu2, v2 = self._moments
+        self._sd1 = np.sqrt(np.maximum(v1 * inflation, 1e-300))
+        self._sd2 = np.sqrt(np.maximum(v2 * inflation, 1e-300))
+        self._mu2w = win * mu2
+        self._inv_2n = 1.0 / (2 * n)
+        self._base_props_eps = np.where(self._base_props > 0, self._base_props, s.psi_epsilon)
+        self._edges_list = [float(e) for e in self._edges]
+        self._newest_first = (np.arange(self._nblocks)[:, None] - 1 - np.arange(self._nblocks)[None, :]) % self._nblocks
+        calibration = s.calibration
+        if calibration == "auto":
+            calibration = "bootstrap" if len(uniq_right) < n else "rank"
+        self.threshold = calibrate_threshold(
+            n, s.windows, s.evaluate_every, s.rate_per_value, s.window // s.evaluate_every,
+            values=None if calibration == "rank" else base,
+            replicates=s.calibration_replicates if calibration == "rank" else max(s.calibration_replicates // 3, 20),
+            length=s.calibration_length, seed=s.calibration_seed,
+        )
+        self._ready = True
+
+    @property
+    def ready(self) -> bool:
+        """Whether the baseline is known."""
+        return self._ready
+
+    @property
+    def baseline(self) -> np.ndarray | None:
+        """The sorted baseline values."""
+        return self._base if self._ready else None
+
+    # -- evaluation ----------------------------------------------------------------
+    def _window_lr(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Placement counts (#baseline < x, #baseline <= x) of the last ``w`` values."""
+        end = self._block_pos * self._every or self._cap
+        if end >= w:
+            return self._ring_l[end - w : end], self._ring_r[end - w : end]
+        return (
+            np.concatenate([self._ring_l[self._cap - (w - end) :], self._ring_l[:end]]),
+            np.concatenate([self._ring_r[self._cap - (w - end) :], self._ring_r[:end]]),
+        )
+
+    def _ks_from_cells(self, w: int) -> float:
+        cw = np.cumsum(self._cells) / w
+        pos = max((cw[self._gap_cells] - self._gap_frac).max(), (cw[self._eq_cells] - self._eq_frac).max())
+        neg = (self._eq_frac - cw[self._eq_cells]).max()
+        return float(max(pos, neg, 0.0))
+
+    def _evaluate(self) -> dict[str, Any]:
+        s = self.settings
+        every = self._every
+        x = np.array(self._pending, dtype=float)
+        self._pending = []
+        base = self._base
+        left = base.searchsorted(x, "left")
+        right = base.searchsorted(x, "right")
+        cells = left + right
+        p = cells * self._inv_2n - 0.5
+        d = x - self._mean_b
+        bp = self._block_pos
+        self._blocks[bp] = (p.sum(), p @ p, d.sum(), d @ d)
+        self._block_bins[bp] = np.bincount(self._edges.searchsorted(x, "right"), minlength=s.bins)
+        self._block_ts[bp] = self._block_ts0
+        start = bp * every
+        if self._filled >= s.window:  # the block leaving the configured window
+            old = (start - s.window) % self._cap
+            np.add.at(self._cells, self._ring_l[old : old + every] + self._ring_r[old : old + every], -1)
+        np.add.at(self._cells, cells, 1)
+        self._ring_l[start : start + every] = left
+        self._ring_r[start : start + every] = right
+        self._filled = min(self._filled + every, self._cap)
+        self._block_pos = (bp + 1) % self._nblocks
+
+        order = self._newest_first[self._block_pos]
+        full = self._win <= self._filled
+        k = self._k[full]
+        wins = self._win[full]
+        csum = self._blocks[order].cumsum(axis=0)[k]
+        counts = self._block_bins[order].cumsum(axis=0)[k] / wins[:, None]
+        # PSI of every full window at once; empty proportions -> epsilon on both sides
+        cur = np.where(counts > 0, counts, s.psi_epsilon)
+        psis = ((cur - self._base_props_eps) * np.log(cur / self._base_props_eps)).sum(axis=1)
+        z = np.maximum(np.abs(csum[:, 0]) / self._sd1[full], np.abs(csum[:, 1] - self._mu2w[full]) / self._sd2[full])
+        alarm_z = z[self._alarm_mask[full]]
+        stat = float(alarm_z.max()) if len(alarm_z) else 0.0
+        ks_d = self._ks_windows(wins)
+        ts = self._last_ts
+        threshold = self.threshold
+        rows = []
+        headline = None
+        for i, w in enumerate(wins.tolist()):
+            lw, rw = self._window_lr(w)
+            ks_stat, ks_p = ks_pvalue(base, lw, rw, ks_d[i])
+            if w == s.window:
+                headline = (float(psis[i]), ks_stat, ks_p, csum[i])
+            if self._alarm_mask[full][i]:
+                rows.append({"window": w, "psi": float(psis[i]), "ks_statistic": ks_stat, "ks_pvalue": ks_p,
+                             "threshold": threshold, "alarm": bool(z[i] > threshold)})
+        self._decide(stat, threshold, ts)
+
+        w = s.window
+        kh = w // every - 1
+        if headline is None:  # the configured window is still filling: report what there is of it
+            w = self._filled
+            kh = w // every - 1
+            lw, rw = self._window_lr(w)
+            h_ks, h_p = ks_pvalue(base, lw, rw, self._ks_from_cells(w))
+            hc = self._blocks[order].cumsum(axis=0)[kh]
+            h_psi = psi(self._block_bins[order].cumsum(axis=0)[kh] / w, self._base_props, s.psi_epsilon)
+        else:
+            h_psi, h_ks, h_p, hc = headline
+        mean_d = hc[2] / w
+        var_w = max(hc[3] / w - mean_d * mean_d, 0.0)
+        sd_b = self._sd_b if self._sd_b > 0 else 1e-10  # the seed's guard against a constant baseline
+        mean_shift = float(mean_d / sd_b)
+        ratio = math.sqrt(var_w) / sd_b
+        lo, hi = s.variance_ratio_bounds
+        report = self._frame(ts)
+        report.update(
+            baseline_size=self._n,
+            bin_edges=list(self._edges_list),
+            window_size=w,
+            psi=h_psi,
+            ks_statistic=h_ks,
+            ks_pvalue=h_p,
+            mean_shift=mean_shift,
+            variance_ratio=ratio,
+            severity=psi_grade(h_psi, s.psi_grades),
+            mean_shift_flag=abs(mean_shift) > s.mean_shift_sd,
+            variance_flag=not lo <= ratio <= hi,
+            alarm=self.firing,
+            windows=rows,
+            window_start=int(self._block_ts[order[kh]]),
+        )
+        return report
+
+    def _ks_windows(self, wins: np.ndarray) -> list[float]:
+        """KS D of every full window: the configured one from its position counts, the others from one sort."""
+        out = [0.0] * len(wins)
+        short = [i for i, w in enumerate(wins.tolist()) if w != self.settings.window]
+        if short:
+            top = int(wins[short].max())
+            lw, rw = self._window_lr(top)
+            srt = (lw + rw).argsort(kind="stable")  # cells order like values
+            ls, rs = lw[srt] / self._n, rw[srt] / self._n
+            age = (top - 1 - srt)[None, :]
+            ws = wins[short][:, None]
+            inside = age < ws
+            cum = inside.cumsum(axis=1) / ws
+            # for sorted window values: F_w - F_b peaks at j/w - #b<=x/n, F_b - F_w at #b<x/n - (j-1)/w
+            pos = np.where(inside, cum - rs, -1.0).max(axis=1)
+            neg = np.where(inside, ls - (cum - 1.0 / ws), -1.0).max(axis=1)
+            for j, i in enumerate(short):
+                out[i] = max(float(pos[j]), float(neg[j]), 0.0)
+        for i, w in enumerate(wins.tolist()):
+            if w == self.settings.window:
+                out[i] = self._ks_from_cells(w)
+        return out
+
+    # -- state ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible state. river detectors are not carried (they restart empty after a restore)."""
+        state: dict[str, Any] = {
+            "kind": "numeric",
+            "series": [self.agent_name, self.feature, self.variant_id],
+            "values_seen": self.values_seen,
+            "generation": self.generation,
+            "firing": self.firing,
+            "fired_at": self.fired_at,
+            "quiet": self._quiet,
+            "skipped": self.skipped,
+            "learning": [float(v) for v in self._learning],
+            "pending": [float(v) for v in self._pending],
+            "block_ts0": self._block_ts0,
+            "last_ts": self._last_ts,
+            "ready": self._ready,
+        }
+        if self._ready:
+            state.update(
+                baseline=self._base.tolist(),
+                ring_l=self._ring_l.tolist(),
+                ring_r=self._ring_r.tolist(),
+                blocks=self._blocks.tolist(),
+                block_bins=self._block_bins.tolist(),
+                block_ts=self._block_ts.tolist(),
+                block_pos=self._block_pos,
+                filled=self._filled,
+            )
+        return state
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], settings: DriftSettings | None = None) -> DriftMonitor:
+        """Rebuild a monitor saved with :meth:`to_dict` (same settings)."""
+        agent, feature, variant = state["series"]
+        m = cls(settings, agent_name=agent, feature=feature, variant_id=variant)
+        if state["ready"]:
+            m._set_baseline(state["baseline"])
+            m._ring_l[:] = state["ring_l"]
+            m._ring_r[:] = state["ring_r"]
+            m._blocks[:] = np.asarray(state["blocks"], dtype=float)
+            m._block_bins[:] = np.asarray(state["block_bins"], dtype=np.int32)
+            m._block_ts[:] = np.asarray(state["block_ts"], dtype=np.int64)
+            m._block_pos, m._filled = state["block_pos"], state["filled"]
+            w = min(m.settings.window, m._filled)
+            if w:
+                lw, rw = m._window_lr(w)
+                np.add.at(m._cells, lw.astype(np.int64) + rw, 1)
+        m._learning = list(state["learning"])
+        m._pending = list(state["pending"])
+        m.values_seen, m.generation = state["values_seen"], state["generation"]
+        m.firing, m.fired_at, m._quiet, m.skipped = state["firing"], state["fired_at"], state["quiet"], state["skipped"]
+        m._block_ts0, m._last_ts = state["block_ts0"], state["last_ts"]
+        return m
+
+
+class CategoricalDriftMonitor(_BaseMonitor):
+    """Drift of a categorical series: PSI over category frequencies with an ``"other"`` bucket.
+
+    The alarm is the two-sample chi-square test of homogeneity (window against
+    baseline counts) per window, at the per-look level ``rate * every / len(windows)``
+    (a union bound over looks and windows -- conservative, as no simulation is
+    needed for a statistic whose null law is known).
+
+    >>> m = CategoricalDriftMonitor(DriftSettings(baseline_size=100, window=100, windows=(50, 100)), feature="tier")
+    >>> for i in range(300):
+    ...     r = m.update("gold" if i % 4 else "silver", i)
+    >>> r["psi"], m.firing
+    (0.0, False)
+    >>> for i in range(100):
+    ...     r = m.update("bronze", 300 + i)
+    >>> m.firing, r["severity"]
+    (True, 'high')
+    """
+
+    OTHER = "other"
+
+    def update(self, value: str, ts: int) -> dict[str, Any] | None:
+        """Add one category observed at ``ts`` (epoch ms)."""
+        self.values_seen += 1
+        self._last_ts = ts
+        if not self._ready:
+            self._learning.append(value)
+            if len(self._learning) >= self.settings.baseline_size:
+                self._set_baseline(self._learning)
+            return None
+        if not self._pending:
+            self._block_ts0 = ts
+        self._pending.append(value)
+        if len(self._pending) < self.settings.evaluate_every:
+            return None
+        return self._evaluate()
+
+    def _set_baseline(self, values: list[Any]) -> None:
+        s = self.settings
+        names, counts = np.unique(np.asarray([str(v) for v in values]), return_counts=True)
+        keep = np.argsort(-counts, kind="stable")[: s.max_categories]
+        categories = [str(names[i]) for i in sorted(keep)]
+        index = {c: i for i, c in enumerate(categories)}
+        base = np.zeros(len(categories) + 1)
+        for v in values:
+            base[index.get(str(v), len(categories))] += 1
+        self._set_counts(categories, base)
+
+    def _set_counts(self, categories: list[str], base: np.ndarray) -> None:
+        s = self.settings
+        self.categories = [*categories, self.OTHER]
+        self._index = {c: i for i, c in enumerate(categories)}
+        self._base_counts = np.asarray(base, dtype=float)
+        self._n = int(self._base_counts.sum())
+        cap = max(s.window, *s.windows)
+        self._nblocks = cap // s.evaluate_every
+        self._block_counts = np.zeros((self._nblocks, len(self.categories)), dtype=np.int32)
+        self._block_ts = np.zeros(self._nblocks, dtype=np.int64)
+        self._block_pos = self._filled = 0
+        self._cap = cap
+        self._learning = []
+        alpha = s.rate_per_value * s.evaluate_every / len(s.windows)
+        self._chi2_cut = {w: float(stats.chi2.isf(alpha, max(len(self.categories) - 1, 1))) for w in s.windows}
+        self.threshold = 1.0  # the statistic below is (chi-square / its cut)
+        self._ready = True
+
+    def _evaluate(self) -> dict[str, Any]:
+        s = self.settings
+        k_other = len(self.categories) - 1
+        idx = [self._index.get(str(v), k_other) for v in self._pending]
+        self._pending = []
+        bp = self._block_pos
+        self._block_counts[bp] = np.bincount(idx, minlength=len(self.categories))
+        self._block_ts[bp] = self._block_ts0
+        self._filled = min(self._filled + s.evaluate_every, self._cap)
+        self._block_pos = (bp + 1) % self._nblocks
+        order = (self._block_pos - 1 - np.arange(self._nblocks)) % self._nblocks
+        csum = np.cumsum(self._block_counts[order], axis=0)
+        base_p = self._base_counts / self._n
+        stat, rows, psis = 0.0, [], {}
+        for w in sorted(set(s.windows) | {s.window}):
+            if w > self._filled:
+                continue
+            c = csum[w // s.evaluate_every - 1].astype(float)
+            psis[w] = psi(c / w, base_p, s.psi_epsilon)
+            if w in s.windows:
+                pooled = (c + self._base_counts) / (w + self._n)
+                use = pooled > 0
+                e_w, e_b = w * pooled[use], self._n * pooled[use]
+                chi = float((((c[use] - e_w) ** 2) / e_w).sum() + (((self._base_counts[use] - e_b) ** 2) / e_b).sum())
+                z = chi / self._chi2_cut[w]
+                stat = max(stat, z)
+                p_value = float(stats.chi2.sf(chi, max(int(use.sum()) - 1, 1)))
+                rows.append({"window": w, "psi": psis[w], "ks_statistic": 0.0, "ks_pvalue": p_value,
+                             "threshold": self._chi2_cut[w], "alarm": z > 1.0})
+        self._decide(stat, 1.0, self._last_ts)
+        w = min(s.window, self._filled)
+        h_psi = psis.get(w)
+        if h_psi is None:
+            h_psi = psi(csum[w // s.evaluate_every - 1] / w, base_p, s.psi_epsilon)
+        report = self._frame(self._last_ts)
+        report.update(
+            baseline_size=self._n, bin_edges=[], window_size=w, psi=h_psi, ks_statistic=0.0, ks_pvalue=1.0,
+            mean_shift=0.0, variance_ratio=1.0, severity=psi_grade(h_psi, s.psi_grades), mean_shift_flag=False,
+            variance_flag=False, alarm=self.firing, windows=rows,
+            window_start=int(self._block_ts[order[w // s.evaluate_every - 1]]),
+        )
+        return report
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible state: the baseline values and window block counts."""
+        state: dict[str, Any] = {
+            "kind": "categorical", "series": [self.agent_name, self.feature, self.variant_id],
+            "values_seen": self.values_seen, "generation": self.generation, "firing": self.firing,
+            "fired_at": self.fired_at, "quiet": self._quiet, "learning": list(self._learning),
+            "pending": list(self._pending), "block_ts0": self._block_ts0, "last_ts": self._last_ts,
+            "ready": self._ready,
+        }
+        if self._ready:
+            state.update(categories=self.categories[:-1], base_counts=self._base_counts.tolist(), block_counts=self._block_counts.tolist(), block_ts=self._block_ts.tolist(),
+                         block_pos=self._block_pos, filled=self._filled)
+        return state
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], settings: DriftSettings | None = None) -> CategoricalDriftMonitor:
+        """Rebuild a monitor saved with :meth:`to_dict`."""
+        agent, feature, variant = state["series"]
+        m = cls(settings, agent_name=agent, feature=feature, variant_id=variant)
+        if state["ready"]:
+            m._set_counts(state["categories"], np.asarray(state["base_counts"]))
+            m._block_counts[:] = np.asarray(state["block_counts"], dtype=np.int32)
+            m._block_ts[:] = np.asarray(state["block_ts"], dtype=np.int64)
+            m._block_pos, m._filled = state["block_pos"], state["filled"]
+        m._learning, m._pending = list(state["learning"]), list(state["pending"])
+        m.values_seen, m.generation, m.firing = state["values_seen"], state["generation"], state["firing"]
+        m.fired_at, m._quiet = state["fired_at"], state["quiet"]
+        m._block_ts0, m._last_ts = state["block_ts0"], state["last_ts"]
+        return m
+
+
+SeriesKey = tuple[str, str, "str | None"]
+
+
+class DriftProcessor:
+    """The drift monitors of one partition, keyed by series; turns events into DriftReports and Alerts.
+
+    Inputs must be keyed by agent so that a series lives in one partition.
+    ``offset`` is ``(partition, offset)``; an input at or below the highest
+    applied offset of its partition is a replay and is ignored.
+
+    >>> p = DriftProcessor(DriftSettings(baseline_size=100, window=100, windows=(50, 100)))
+    >>> out = []
+    >>> for i in range(200):
+    ...     ev = {"agent_name": "a", "variant_id": "v1", "ts": i, "reward": float(i % 7), "latency_ms": 10.0 + i % 5,
+    ...           "cost_usd": 0.01, "features": {"intent_score": (i % 10) / 10}, "attributes": {}}
+    ...     out += p.on_outcome(ev, (0, i))
+    >>> sorted({e.key for e in out})
+    ['a/cost_usd', 'a/intent_score', 'a/latency_ms', 'a/reward']
+    >>> p.on_outcome(ev, (0, 150))
+    []
+    """
+
+    def __init__(self, settings: DriftSettings | None = None) -> None:
+        self.settings = settings or DriftSettings()
+        self.monitors: dict[SeriesKey, DriftMonitor | CategoricalDriftMonitor] = {}
+        self.offsets: dict[int, int] = {}
+
+    def _replayed(self, offset: tuple[int, int] | None) -> bool:
+        if offset is None:
+            return False
+        partition, off = offset
+        if off <= self.offsets.get(partition, -1):
+            return True
+        self.offsets[partition] = off
+        return False
+
+    def monitor(self, agent_name: str, feature: str, variant_id: str | None = None, *, categorical: bool = False):
+        """The monitor of a series, created on first use."""
+        key = (agent_name, feature, variant_id)
+        m = self.monitors.get(key)
+        if m is None:
+            cls = CategoricalDriftMonitor if categorical else DriftMonitor
+            m = cls(self.settings.for_series(agent_name, feature), agent_name=agent_name, feature=feature,
+                    variant_id=variant_id)
+            self.monitors[key] = m
+        return m
+
+    def _observe(self, agent: str, variant: str | None, feature: str, value: Any, ts: int, categorical: bool = False):
+        out: list[Emission] = []
+        variants = (None, variant) if self.settings.per_variant and variant else (None,)
+        for v in variants:
+            m = self.monitor(agent, feature, v, categorical=categorical)
+            report = m.update(value, ts)
+            if report is not None:
+                out.extend(self._emissions(m, report))
+        return out
+
+    def on_outcome(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
+        """Feed an AgentOutcome: reward, latency_ms, cost_usd, every ``features`` key, categorical attributes."""
+        if self._replayed(offset):
+            return []
+        agent, variant, ts = event["agent_name"], event.get("variant_id"), int(event["ts"])
+        out: list[Emission] = []
+        for name in OUTCOME_FIELDS:
+            value = event.get(name)
+            if value is not None:
+                out += self._observe(agent, variant, name, float(value), ts)
+        for name, value in sorted((event.get("features") or {}).items()):
+            out += self._observe(agent, variant, name, float(value), ts)
+        attributes = event.get("attributes") or {}
+        for name in self.settings.categorical:
+            if name in attributes:
+                out += self._observe(agent, variant, name, attributes[name], ts, categorical=True)
+        return out
+
+    def on_metric(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
+        """Feed an AgentMetric: one series per metric name."""
+        if self._replayed(offset):
+            return []
+        return self._observe(event["agent_name"], event.get("variant_id"), event["name"], float(event["value"]),
+                             int(event["ts"]))
+
+    def pin_baseline(
+        self, agent_name: str, feature: str, values: Iterable[Any], variant_id: str | None = None
+    ) -> list[Emission]:
+        """``reverify baseline pin``: the given values become the baseline; a firing alert resolves."""
+        m = self.monitor(agent_name, feature, variant_id)
+        out = self._resolve_for_reset(m)
+        m.pin_baseline(values)
+        return out
+
+    def reset_baseline(self, agent_name: str, feature: str, variant_id: str | None = None) -> list[Emission]:
+        """``reverify baseline reset``: learn a new baseline from the next values; a firing alert resolves."""
+        m = self.monitor(agent_name, feature, variant_id)
+        out = self._resolve_for_reset(m)
+        m.reset_baseline()
+        return out
+
+    def _labels(self, m: _BaseMonitor) -> dict[str, str]:
+        labels = {"agent_name": m.agent_name, "feature": m.feature}
+        if m.variant_id is not None:
+            labels["variant_id"] = m.variant_id
+        return labels
+
+    def _resolve_for_reset(self, m: _BaseMonitor) -> list[Emission]:
+        if not m.firing:
+            return []
+        m.firing = False
+        return [make_alert(
+            source="drift", status="resolved", severity="warning", title=f"Drift on {m.feature} ({m.agent_name})",
+            labels=self._labels(m), ts=m._last_ts, starts_at=m.fired_at or m._last_ts, ends_at=m._last_ts,
+            cause=("baseline-reset", m.generation, m.values_seen), message="baseline replaced",
+        )]
+
+    def _emissions(self, m: _BaseMonitor, report: dict[str, Any]) -> list[Emission]:
+        out = [Emission(REPORT_TOPIC, f"{m.agent_name}/{m.feature}", "DriftReport", report)]
+        if m.transition is None:
+            return out
+        firing = m.transition == "fired"
+        evidence = {
+            "statistic": m.last_statistic, "threshold": m.threshold, "psi": report["psi"],
+            "ks_statistic": report["ks_statistic"], "ks_pvalue": report["ks_pvalue"],
+            "mean_shift": report["mean_shift"], "variance_ratio": report["variance_ratio"],
+            "window_size": float(report["window_size"]), "baseline_size": float(report["baseline_size"]),
+        }
+        out.append(make_alert(
+            source="drift", status="firing" if firing else "resolved", severity=_alert_severity(report["severity"]),
+            title=f"Drift on {m.feature} ({m.agent_name})",
+            message=(f"calibrated drift alarm: statistic {m.last_statistic:.2f} vs threshold {m.threshold:.2f}, "
+                     f"PSI {report['psi']:.3f} ({report['severity']}), KS p {report['ks_pvalue']:.2g}"),
+            labels=self._labels(m), ts=report["ts"], starts_at=m.fired_at or report["ts"],
+            ends_at=None if firing else report["ts"], evidence=evidence,
+            cause=(m.transition, m.generation, m.values_seen),
+        ))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible state of every series and the applied offsets."""
+        return {
+            "offsets": {str(k): v for k, v in self.offsets.items()},
+            "monitors": [m.to_dict() for m in self.monitors.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], settings: DriftSettings | None = None) -> DriftProcessor:
+        """Rebuild a processor saved with :meth:`to_dict`."""
+        p = cls(settings)
+        p.offsets = {int(k): int(v) for k, v in state["offsets"].items()}
+        for ms in state["monitors"]:
+            agent, feature, variant = ms["series"]
+            kind = CategoricalDriftMonitor if ms["kind"] == "categorical" else DriftMonitor
+            p.monitors[(agent, feature, variant)] = kind.from_dict(ms, p.settings.for_series(agent, feature))
+        return p

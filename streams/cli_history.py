@@ -1,0 +1,218 @@
+"""``reverify migrate``, ``reverify query`` and ``reverify dashboard``: the history in ClickHouse.
+
+While ``reverify up`` runs, it owns the embedded database, so these commands
+ask it over HTTP (``{data_dir}/up.json`` names its pid and web port); otherwise
+they open the database themselves. A mistake of the user's (unknown query,
+bad SQL, a write) prints one line and exits with status 2.
+
+>>> parse_params(("agent=hunter", "n=10"))
+{'agent': 'hunter', 'n': '10'}
+>>> parse_params(("oops",))
+Traceback (most recent call last):
+...
+click.exceptions.BadParameter: --param 'oops' is not NAME=VALUE
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.settings import Settings, SettingsError
+
+USER_ERROR = 2
+
+
+def parse_params(items: tuple[str, ...]) -> dict[str, str]:
+    """``--param k=v`` options as a dict (ClickHouse converts the text to the declared parameter type)."""
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"--param {item!r} is not NAME=VALUE")
+        params[name.strip()] = value
+    return params
+
+
+def _settings() -> Settings:
+    ctx = click.get_current_context(silent=True)
+    found = ctx.find_object(Settings) if ctx else None
+    if found is not None:
+        return found
+    try:
+        return Settings.load()
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str, code: int = USER_ERROR) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def running_server(settings: Settings) -> int | None:
+    """The web port of a live ``reverify up`` for this data directory, else None."""
+    path = Path(settings.data_dir) / "up.json"
+    try:
+        info = json.loads(path.read_text())
+        pid, port = int(info["pid"]), int(info["web_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, owned by someone else
+        pass
+    return port or None
+
+
+def run_request(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    """Answer ``request`` through the running process when there is one, else from the database directly."""
+    port = running_server(settings)
+    if port:
+        body = json.dumps(request).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/query", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error") or str(exc)
+            except ValueError:
+                message = str(exc)
+            _fail(message, USER_ERROR if 400 <= exc.code < 500 else 1)
+        except (urllib.error.URLError, OSError) as exc:
+            _fail(f"reverify up (port {port}) did not answer: {exc}", 1)
+    from sinks.analytics import QueryError, execute
+    from sinks.clickhouse import connect
+    from sinks.migrate import MigrationError, migrate
+
+    try:
+        client = connect(settings.clickhouse)
+    except Exception as exc:
+        _fail(f"cannot open ClickHouse at {settings.clickhouse}: {exc}", 1)
+    try:
+        migrate(client)  # a fresh data directory answers with empty tables rather than "unknown table"
+        return execute(client, request)
+    except QueryError as exc:
+        _fail(str(exc))
+    except MigrationError as exc:
+        _fail(str(exc), 1)
+    finally:
+        client.close()
+    raise AssertionError("unreachable")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def print_table(console: Console, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """One rich table, or a quiet line when there is nothing to show."""
+    if not rows:
+        console.print(f"[bold]{title}[/bold]: (none)")
+        return
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    console.print(table)
+
+
+def register(group: click.Group) -> None:
+    """Add ``migrate``, ``query`` and ``dashboard`` to the ``reverify`` command group."""
+
+    @group.command("migrate")
+    @click.option("--ttl-days", type=int, default=None, help="Keep this many days of history (0 = forever).")
+    def migrate_cmd(ttl_days: int | None) -> None:
+        """Create or upgrade the ClickHouse tables (idempotent)."""
+        from sinks.clickhouse import connect
+        from sinks.migrate import MigrationError, current_version, migrate
+
+        settings = _settings()
+        if running_server(settings) and settings.clickhouse.startswith("chdb://"):
+            _fail("reverify up owns the embedded database and migrates it at start; stop it to migrate by hand", 1)
+        try:
+            client = connect(settings.clickhouse)
+        except Exception as exc:
+            _fail(f"cannot open ClickHouse at {settings.clickhouse}: {exc}", 1)
+        try:
+            applied = migrate(client, ttl_days)
+            version = current_version(client)
+        except MigrationError as exc:
+            _fail(str(exc), 1)
+        finally:
+            client.close()
+        done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to apply"
+        click.echo(f"schema at version {version} ({done})")
+
+    @group.command("query")
+    @click.argument("name", required=False)
+    @click.option("--agent", default="", help="Only this agent.")
+    @click.option("--task", default="", help="Only this task type.")
+    @click.option("--since", default="24h", show_default=True, help="How far back: 30m, 24h, 7d ...")
+    @click.option("--sql", default=None, help="Read-only SQL instead of a canned query.")
+    @click.option("--param", "params", multiple=True, help="Query parameter NAME=VALUE for {NAME:Type} in --sql.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+    def query_cmd(
+        name: str | None, agent: str, task: str, since: str, sql: str | None, params: tuple[str, ...], as_json: bool
+    ) -> None:
+        """Canned analytics (leaderboard, rollbacks, drift, assurance, alerts, errors, timeline) or --sql."""
+        from sinks.analytics import QUERIES
+
+        if bool(name) == bool(sql):
+            _fail(f"give a query name ({', '.join(QUERIES)}) or --sql, not both or neither")
+        request: dict[str, Any]
+        if sql:
+            request = {"sql": sql, "params": parse_params(params)}
+        else:
+            request = {"name": name, "agent": agent, "task": task, "since": since}
+        answer = run_request(_settings(), request)
+        if as_json:
+            click.echo(json.dumps({"columns": answer["columns"], "rows": answer["rows"]}))
+            return
+        print_table(Console(), name or "sql", answer["columns"], answer["rows"])
+
+    @group.command("dashboard")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+    def dashboard_cmd(as_json: bool) -> None:
+        """The CRL safety dashboard: health, rollbacks, proposals, auto-apply candidates, degradation alerts."""
+        board = run_request(_settings(), {"name": "dashboard"}).get("dashboard") or {}
+        if as_json:
+            click.echo(json.dumps(board))
+            return
+        console = Console()
+        console.rule("[bold]CRL SAFETY DASHBOARD")
+        console.print(f"Generated: {board.get('generated')}")
+        overview = board.get("overview", {})
+        colour = {"HEALTHY": "green", "DEGRADED": "yellow", "CRITICAL": "red"}.get(board.get("status", ""), "white")
+        print_table(console, "System health overview", ["measure", "value"], [[k, v] for k, v in overview.items()])
+        console.print(f"System status: [{colour}]{board.get('status')}[/{colour}]")
+        for key, title in (
+            ("recent_rollbacks", "Recent rollbacks (last 10)"),
+            ("pending_proposals", "Pending proposals"),
+            ("ready_for_auto_apply", "High-confidence variants (Q >= 0.9, n >= 10)"),
+            ("degradation_alerts", "Degradation alerts"),
+        ):
+            records = board.get(key) or []
+            columns = list(records[0]) if records else []
+            print_table(console, title, columns, [[r[c] for c in columns] for r in records])
