@@ -97,9 +97,8 @@ def _count(field: str, value: Any) -> int | None:
 
 
 def _mapping(field: str, value: Any, check: Any) -> dict[str, Any]:
-    if not value:
-        if value is None or isinstance(value, Mapping):
-            return {}
+    if not value and (value is None or isinstance(value, Mapping)):
+        return {}
     if not isinstance(value, Mapping):
         raise TypeError(f"{field} must be a dict, got {type(value).__name__}")
     return {_string(f"{field} key", k): check(f"{field}[{k!r}]", v) for k, v in value.items()}
@@ -182,7 +181,7 @@ class AgentEvents:
 
     @property
     def pending(self) -> int:
-        """Events accepted but not yet acknowledged by the broker."""
+        """What librdkafka still holds: events not yet acknowledged (and, while connecting, its own requests)."""
         return len(self._producer)
 
     def outcome(

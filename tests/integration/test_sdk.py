@@ -79,7 +79,7 @@ def test_wrong_types_and_values_name_the_field():
         events.outcome(**good, features={"x": float("inf")})
     with pytest.raises(ValueError, match="severity"):
         events.error(agent_name="a", component="c", error_type="E", severity="fatal")
-    assert events.pending == 0
+    assert events.sent == 0  # nothing invalid reached the producer
     events.close(timeout=0)
 
 
@@ -113,7 +113,7 @@ def test_full_buffer_drops_are_counted_not_silent(caplog):
     events = AgentEvents(settings=settings, max_buffer=100)
     for i in range(150):
         events.metric(agent_name="a", name="m", value=float(i))
-    assert events.pending == 100
+    assert events.sent == 100
     assert events.dropped == 50
     assert any("dropped" in r.getMessage() for r in caplog.records)
-    assert events.close(timeout=0) == 100
+    assert events.close(timeout=0) >= 100
