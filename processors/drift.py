@@ -54,7 +54,7 @@ import numpy as np
 from scipy import stats
 
 from processors.base import Emission, derive_id, make_alert
-from processors.drift_calibration import calibrate_threshold, ks_pvalue, placement_moments
+from processors.drift_calibration import KS_MEMO, calibrate_threshold, ks_pvalue, placement_moments
 
 __all__ = [
     "CategoricalDriftMonitor",
@@ -378,6 +378,7 @@ class DriftMonitor(_BaseMonitor):
         self._inv_2n = 1.0 / (2 * n)
         self._base_props_eps = np.where(self._base_props > 0, self._base_props, s.psi_epsilon)
         self._edges_list = [float(e) for e in self._edges]
+        self._lcm = {w: n // math.gcd(n, w) * w for w in range(self._every, self._cap + 1, self._every)}
         self._newest_first = (np.arange(self._nblocks)[:, None] - 1 - np.arange(self._nblocks)[None, :]) % self._nblocks
         calibration = s.calibration
         if calibration == "auto":
@@ -433,10 +434,12 @@ class DriftMonitor(_BaseMonitor):
         self._block_bins[bp] = np.bincount(self._edges.searchsorted(x, "right"), minlength=s.bins)
         self._block_ts[bp] = self._block_ts0
         start = bp * every
+        size = len(self._cells)
+        delta = np.bincount(cells, minlength=size)
         if self._filled >= s.window:  # the block leaving the configured window
             old = (start - s.window) % self._cap
-            np.add.at(self._cells, self._ring_l[old : old + every] + self._ring_r[old : old + every], -1)
-        np.add.at(self._cells, cells, 1)
+            delta -= np.bincount(self._ring_l[old : old + every] + self._ring_r[old : old + every], minlength=size)
+        self._cells += delta.astype(self._cells.dtype)
         self._ring_l[start : start + every] = left
         self._ring_r[start : start + every] = right
         self._filled = min(self._filled + every, self._cap)
@@ -459,9 +462,11 @@ class DriftMonitor(_BaseMonitor):
         threshold = self.threshold
         rows = []
         headline = None
+        n = self._n
+        lcm = self._lcm
         for i, w in enumerate(wins.tolist()):
-            lw, rw = self._window_lr(w)
-            ks_stat, ks_p = ks_pvalue(base, lw, rw, ks_d[i])
+            hit = KS_MEMO.get((n, w, round(ks_d[i] * lcm[w])))
+            ks_stat, ks_p = hit if hit is not None else ks_pvalue(base, *self._window_lr(w), ks_d[i])
             if w == s.window:
                 headline = (float(psis[i]), ks_stat, ks_p, csum[i])
             if self._alarm_mask[full][i]:

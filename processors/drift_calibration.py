@@ -46,7 +46,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats
 
-__all__ = ["calibrate_threshold", "ks_pvalue", "placement_moments", "simulate_max_statistic"]
+__all__ = ["KS_MEMO", "calibrate_threshold", "ks_pvalue", "placement_moments", "simulate_max_statistic"]
 
 
 def placement_moments(sorted_baseline: np.ndarray) -> tuple[float, float, float]:
@@ -173,7 +173,8 @@ def calibrate_threshold(
     return _threshold_for(m, quiet_looks, rate_per_value * m.size * every)
 
 
-_KS_P: dict[tuple[int, int, int], tuple[float, float]] = {}
+KS_MEMO: dict[tuple[int, int, int], tuple[float, float]] = {}
+"""Process-wide memo of exact KS results keyed by ``(n1, n2, round(D * lcm(n1, n2)))``."""
 
 
 def ks_pvalue(sorted_baseline: np.ndarray, left: np.ndarray, right: np.ndarray, d: float) -> tuple[float, float]:
@@ -189,7 +190,7 @@ def ks_pvalue(sorted_baseline: np.ndarray, left: np.ndarray, right: np.ndarray, 
     n1, n2 = len(sorted_baseline), len(left)
     lcm = n1 // math.gcd(n1, n2) * n2
     key = (n1, n2, round(d * lcm))
-    hit = _KS_P.get(key)
+    hit = KS_MEMO.get(key)
     if hit is None:
         b = sorted_baseline
         lo = b[0] - (abs(b[0]) + 1.0)
@@ -201,5 +202,5 @@ def ks_pvalue(sorted_baseline: np.ndarray, left: np.ndarray, right: np.ndarray, 
         surrogate = np.where(equal, ext[np.minimum(k + 1, n1)], (ext[k] + ext[k + 1]) / 2.0)
         res = stats.ks_2samp(b, surrogate)
         hit = (float(res.statistic), float(res.pvalue))
-        _KS_P[key] = hit
+        KS_MEMO[key] = hit
     return hit

@@ -149,13 +149,14 @@ def test_stationary_false_alarms_within_budget_with_adwin_beside(capsys) -> None
 )
 def test_shift_is_alarmed_fast(kind: dict, median_max: int, capsys) -> None:
     d, false = delays(kind)
-    ad = []
+    ad, missed = [], 0
     for seed in range(30):
         hits = [i for i in adwin_detections(shifted_stream(seed, **kind)) if i >= 2000]
         ad.append(hits[0] - 2000 + 1 if hits else 10**9)
+        missed += not hits
     with capsys.disabled():
         print(f"\n{kind}: ours median delay {np.median(d):.0f} (max {max(d)}, {false} alarms before the shift); "
-              f"ADWIN median {np.median(ad):.0f} over 30 seeds (max {max(ad)})")
+              f"ADWIN over 30 seeds: median {np.median(ad):.0f}, missed within 1,000 values in {missed}")
     assert max(d) <= 1000  # alarmed in every seed within 1,000 values
     assert np.median(d) <= median_max
 
