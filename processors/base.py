@@ -9,14 +9,21 @@ True
 True
 >>> len(fingerprint("drift", {}))
 16
+>>> unpack_array(pack_array(np.array([1.5, -2.0]))).tolist()
+[1.5, -2.0]
+>>> unpack_array([1, 2], np.int32).dtype.name   # lists (older state) still load
+'int32'
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 _NAMESPACE = uuid.UUID("6f1f8a0e-6b2c-4c61-9a53-1d2f0c0de001")
 
@@ -89,3 +96,22 @@ def make_alert(
         "settings_version": settings_version,
     }
     return Emission("alerts", fp, "Alert", value)
+
+
+def pack_array(values: np.ndarray) -> str:
+    """A numpy array as JSON-safe text: dtype, then base64 of its little-endian bytes.
+
+    State is written to the changelog after every batch; a float list through ``json`` costs
+    milliseconds and three times the bytes, this costs microseconds.
+    """
+    arr = np.ascontiguousarray(values)
+    little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    return f"{little.dtype.str}:{base64.b64encode(little.tobytes()).decode('ascii')}"
+
+
+def unpack_array(packed: str | list[Any], dtype: Any = float) -> np.ndarray:
+    """The array :func:`pack_array` wrote (a plain list is accepted too, as ``dtype``)."""
+    if isinstance(packed, str):
+        kind, _, data = packed.partition(":")
+        return np.frombuffer(base64.b64decode(data), dtype=np.dtype(kind)).astype(dtype)
+    return np.asarray(packed, dtype=dtype)

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from processors.base import Emission, derive_id, make_alert
+from processors.base import Emission, derive_id, make_alert, pack_array, unpack_array
 from processors.drift_calibration import KS_MEMO, calibrate_threshold, ks_pvalue, placement_moments
 
 __all__ = [
@@ -219,7 +219,11 @@ class _BaseMonitor:
     """What numeric and categorical monitors share: learning, pending block, alarm lifecycle, report frame."""
 
     def __init__(
-        self, settings: DriftSettings | None = None, *, agent_name: str = "", feature: str = "",
+        self,
+        settings: DriftSettings | None = None,
+        *,
+        agent_name: str = "",
+        feature: str = "",
         variant_id: str | None = None,
     ) -> None:
         self.settings = settings or DriftSettings()
@@ -302,7 +306,11 @@ class DriftMonitor(_BaseMonitor):
     """
 
     def __init__(
-        self, settings: DriftSettings | None = None, *, agent_name: str = "", feature: str = "",
+        self,
+        settings: DriftSettings | None = None,
+        *,
+        agent_name: str = "",
+        feature: str = "",
         variant_id: str | None = None,
     ) -> None:
         super().__init__(settings, agent_name=agent_name, feature=feature, variant_id=variant_id)
@@ -384,10 +392,15 @@ class DriftMonitor(_BaseMonitor):
         if calibration == "auto":
             calibration = "bootstrap" if len(uniq_right) < n else "rank"
         self.threshold = calibrate_threshold(
-            n, s.windows, s.evaluate_every, s.rate_per_value, s.window // s.evaluate_every,
+            n,
+            s.windows,
+            s.evaluate_every,
+            s.rate_per_value,
+            s.window // s.evaluate_every,
             values=None if calibration == "rank" else base,
             replicates=s.calibration_replicates if calibration == "rank" else max(s.calibration_replicates // 3, 20),
-            length=s.calibration_length, seed=s.calibration_seed,
+            length=s.calibration_length,
+            seed=s.calibration_seed,
         )
         self._ready = True
 
@@ -470,8 +483,16 @@ class DriftMonitor(_BaseMonitor):
             if w == s.window:
                 headline = (float(psis[i]), ks_stat, ks_p, csum[i])
             if self._alarm_mask[full][i]:
-                rows.append({"window": w, "psi": float(psis[i]), "ks_statistic": ks_stat, "ks_pvalue": ks_p,
-                             "threshold": threshold, "alarm": bool(z[i] > threshold)})
+                rows.append(
+                    {
+                        "window": w,
+                        "psi": float(psis[i]),
+                        "ks_statistic": ks_stat,
+                        "ks_pvalue": ks_p,
+                        "threshold": threshold,
+                        "alarm": bool(z[i] > threshold),
+                    }
+                )
         self._decide(stat, threshold, ts)
 
         w = s.window
@@ -553,12 +574,12 @@ class DriftMonitor(_BaseMonitor):
         }
         if self._ready:
             state.update(
-                baseline=self._base.tolist(),
-                ring_l=self._ring_l.tolist(),
-                ring_r=self._ring_r.tolist(),
-                blocks=self._blocks.tolist(),
-                block_bins=self._block_bins.tolist(),
-                block_ts=self._block_ts.tolist(),
+                baseline=pack_array(self._base),
+                ring_l=pack_array(self._ring_l),
+                ring_r=pack_array(self._ring_r),
+                blocks=pack_array(self._blocks),
+                block_bins=pack_array(self._block_bins),
+                block_ts=pack_array(self._block_ts),
                 block_pos=self._block_pos,
                 filled=self._filled,
             )
@@ -570,12 +591,12 @@ class DriftMonitor(_BaseMonitor):
         agent, feature, variant = state["series"]
         m = cls(settings, agent_name=agent, feature=feature, variant_id=variant)
         if state["ready"]:
-            m._set_baseline(state["baseline"])
-            m._ring_l[:] = state["ring_l"]
-            m._ring_r[:] = state["ring_r"]
-            m._blocks[:] = np.asarray(state["blocks"], dtype=float)
-            m._block_bins[:] = np.asarray(state["block_bins"], dtype=np.int32)
-            m._block_ts[:] = np.asarray(state["block_ts"], dtype=np.int64)
+            m._set_baseline(unpack_array(state["baseline"]).tolist())
+            m._ring_l[:] = unpack_array(state["ring_l"], m._ring_l.dtype).reshape(m._ring_l.shape)
+            m._ring_r[:] = unpack_array(state["ring_r"], m._ring_r.dtype).reshape(m._ring_r.shape)
+            m._blocks[:] = unpack_array(state["blocks"]).reshape(m._blocks.shape)
+            m._block_bins[:] = unpack_array(state["block_bins"], np.int32).reshape(m._block_bins.shape)
+            m._block_ts[:] = unpack_array(state["block_ts"], np.int64)
             m._block_pos, m._filled = state["block_pos"], state["filled"]
             w = min(m.settings.window, m._filled)
             if w:
@@ -682,8 +703,16 @@ class CategoricalDriftMonitor(_BaseMonitor):
                 z = chi / self._chi2_cut[w]
                 stat = max(stat, z)
                 p_value = float(stats.chi2.sf(chi, max(int(use.sum()) - 1, 1)))
-                rows.append({"window": w, "psi": psis[w], "ks_statistic": 0.0, "ks_pvalue": p_value,
-                             "threshold": self._chi2_cut[w], "alarm": z > 1.0})
+                rows.append(
+                    {
+                        "window": w,
+                        "psi": psis[w],
+                        "ks_statistic": 0.0,
+                        "ks_pvalue": p_value,
+                        "threshold": self._chi2_cut[w],
+                        "alarm": z > 1.0,
+                    }
+                )
         self._decide(stat, 1.0, self._last_ts)
         w = min(s.window, self._filled)
         h_psi = psis.get(w)
@@ -691,9 +720,19 @@ class CategoricalDriftMonitor(_BaseMonitor):
             h_psi = psi(csum[w // s.evaluate_every - 1] / w, base_p, s.psi_epsilon)
         report = self._frame(self._last_ts)
         report.update(
-            baseline_size=self._n, bin_edges=[], window_size=w, psi=h_psi, ks_statistic=0.0, ks_pvalue=1.0,
-            mean_shift=0.0, variance_ratio=1.0, severity=psi_grade(h_psi, s.psi_grades), mean_shift_flag=False,
-            variance_flag=False, alarm=self.firing, windows=rows,
+            baseline_size=self._n,
+            bin_edges=[],
+            window_size=w,
+            psi=h_psi,
+            ks_statistic=0.0,
+            ks_pvalue=1.0,
+            mean_shift=0.0,
+            variance_ratio=1.0,
+            severity=psi_grade(h_psi, s.psi_grades),
+            mean_shift_flag=False,
+            variance_flag=False,
+            alarm=self.firing,
+            windows=rows,
             window_start=int(self._block_ts[order[w // s.evaluate_every - 1]]),
         )
         return report
@@ -701,15 +740,28 @@ class CategoricalDriftMonitor(_BaseMonitor):
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible state: the baseline values and window block counts."""
         state: dict[str, Any] = {
-            "kind": "categorical", "series": [self.agent_name, self.feature, self.variant_id],
-            "values_seen": self.values_seen, "generation": self.generation, "firing": self.firing,
-            "fired_at": self.fired_at, "quiet": self._quiet, "learning": list(self._learning),
-            "pending": list(self._pending), "block_ts0": self._block_ts0, "last_ts": self._last_ts,
+            "kind": "categorical",
+            "series": [self.agent_name, self.feature, self.variant_id],
+            "values_seen": self.values_seen,
+            "generation": self.generation,
+            "firing": self.firing,
+            "fired_at": self.fired_at,
+            "quiet": self._quiet,
+            "learning": list(self._learning),
+            "pending": list(self._pending),
+            "block_ts0": self._block_ts0,
+            "last_ts": self._last_ts,
             "ready": self._ready,
         }
         if self._ready:
-            state.update(categories=self.categories[:-1], base_counts=self._base_counts.tolist(), block_counts=self._block_counts.tolist(), block_ts=self._block_ts.tolist(),
-                         block_pos=self._block_pos, filled=self._filled)
+            state.update(
+                categories=self.categories[:-1],
+                base_counts=self._base_counts.tolist(),
+                block_counts=self._block_counts.tolist(),
+                block_ts=self._block_ts.tolist(),
+                block_pos=self._block_pos,
+                filled=self._filled,
+            )
         return state
 
     @classmethod
@@ -771,8 +823,12 @@ class DriftProcessor:
         m = self.monitors.get(key)
         if m is None:
             cls = CategoricalDriftMonitor if categorical else DriftMonitor
-            m = cls(self.settings.for_series(agent_name, feature), agent_name=agent_name, feature=feature,
-                    variant_id=variant_id)
+            m = cls(
+                self.settings.for_series(agent_name, feature),
+                agent_name=agent_name,
+                feature=feature,
+                variant_id=variant_id,
+            )
             self.monitors[key] = m
         return m
 
@@ -808,8 +864,9 @@ class DriftProcessor:
         """Feed an AgentMetric: one series per metric name."""
         if self._replayed(offset):
             return []
-        return self._observe(event["agent_name"], event.get("variant_id"), event["name"], float(event["value"]),
-                             int(event["ts"]))
+        return self._observe(
+            event["agent_name"], event.get("variant_id"), event["name"], float(event["value"]), int(event["ts"])
+        )
 
     def pin_baseline(
         self, agent_name: str, feature: str, values: Iterable[Any], variant_id: str | None = None
@@ -837,11 +894,20 @@ class DriftProcessor:
         if not m.firing:
             return []
         m.firing = False
-        return [make_alert(
-            source="drift", status="resolved", severity="warning", title=f"Drift on {m.feature} ({m.agent_name})",
-            labels=self._labels(m), ts=m._last_ts, starts_at=m.fired_at or m._last_ts, ends_at=m._last_ts,
-            cause=("baseline-reset", m.generation, m.values_seen), message="baseline replaced",
-        )]
+        return [
+            make_alert(
+                source="drift",
+                status="resolved",
+                severity="warning",
+                title=f"Drift on {m.feature} ({m.agent_name})",
+                labels=self._labels(m),
+                ts=m._last_ts,
+                starts_at=m.fired_at or m._last_ts,
+                ends_at=m._last_ts,
+                cause=("baseline-reset", m.generation, m.values_seen),
+                message="baseline replaced",
+            )
+        ]
 
     def _emissions(self, m: _BaseMonitor, report: dict[str, Any]) -> list[Emission]:
         out = [Emission(REPORT_TOPIC, f"{m.agent_name}/{m.feature}", "DriftReport", report)]
@@ -849,20 +915,34 @@ class DriftProcessor:
             return out
         firing = m.transition == "fired"
         evidence = {
-            "statistic": m.last_statistic, "threshold": m.threshold, "psi": report["psi"],
-            "ks_statistic": report["ks_statistic"], "ks_pvalue": report["ks_pvalue"],
-            "mean_shift": report["mean_shift"], "variance_ratio": report["variance_ratio"],
-            "window_size": float(report["window_size"]), "baseline_size": float(report["baseline_size"]),
+            "statistic": m.last_statistic,
+            "threshold": m.threshold,
+            "psi": report["psi"],
+            "ks_statistic": report["ks_statistic"],
+            "ks_pvalue": report["ks_pvalue"],
+            "mean_shift": report["mean_shift"],
+            "variance_ratio": report["variance_ratio"],
+            "window_size": float(report["window_size"]),
+            "baseline_size": float(report["baseline_size"]),
         }
-        out.append(make_alert(
-            source="drift", status="firing" if firing else "resolved", severity=_alert_severity(report["severity"]),
-            title=f"Drift on {m.feature} ({m.agent_name})",
-            message=(f"calibrated drift alarm: statistic {m.last_statistic:.2f} vs threshold {m.threshold:.2f}, "
-                     f"PSI {report['psi']:.3f} ({report['severity']}), KS p {report['ks_pvalue']:.2g}"),
-            labels=self._labels(m), ts=report["ts"], starts_at=m.fired_at or report["ts"],
-            ends_at=None if firing else report["ts"], evidence=evidence,
-            cause=(m.transition, m.generation, m.values_seen),
-        ))
+        out.append(
+            make_alert(
+                source="drift",
+                status="firing" if firing else "resolved",
+                severity=_alert_severity(report["severity"]),
+                title=f"Drift on {m.feature} ({m.agent_name})",
+                message=(
+                    f"calibrated drift alarm: statistic {m.last_statistic:.2f} vs threshold {m.threshold:.2f}, "
+                    f"PSI {report['psi']:.3f} ({report['severity']}), KS p {report['ks_pvalue']:.2g}"
+                ),
+                labels=self._labels(m),
+                ts=report["ts"],
+                starts_at=m.fired_at or report["ts"],
+                ends_at=None if firing else report["ts"],
+                evidence=evidence,
+                cause=(m.transition, m.generation, m.values_seen),
+            )
+        )
         return out
 
     def to_dict(self) -> dict[str, Any]:

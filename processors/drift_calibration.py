@@ -142,7 +142,13 @@ def _threshold_for(m: np.ndarray, quiet_looks: int, allowed: float) -> float:
 
 @lru_cache(maxsize=64)
 def _rank_threshold(
-    n_baseline: int, windows: tuple[int, ...], every: int, rate: float, quiet_looks: int, replicates: int, length: int,
+    n_baseline: int,
+    windows: tuple[int, ...],
+    every: int,
+    rate: float,
+    quiet_looks: int,
+    replicates: int,
+    length: int,
     seed: int,
 ) -> float:
     m = simulate_max_statistic(n_baseline, windows, every, replicates=replicates, length=length, seed=seed)

@@ -107,6 +107,7 @@ class PipelineShell:
             for record_type, record, offset in items:
                 self.emit(pipeline.on_event(record_type, record, offset))
             self.store(agent, pipeline)
+        metrics.BATCH_SIZE.observe(len(events))
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         metrics.PROCESSING_DELAY.observe(max(0.0, time.time() - oldest_ts / 1000))
 
@@ -176,7 +177,7 @@ def _key_text(key: Any) -> str:
     return str(key or "")
 
 
-def create_app(settings: Settings, *, app_id: str = "reverify-worker") -> faust.App:
+def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_queries: bool = False) -> faust.App:
     """The Faust app of one worker process; ``reverify worker`` and ``reverify up`` run it."""
     app = faust.App(
         settings.topic_prefix + app_id,
@@ -215,7 +216,8 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker") -> faust.
     @app.agent(inputs, name="pipeline")
     async def pipeline(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(500, within=0.02):
+        # Large batches amortise the per-agent state write; `within` bounds the added latency.
+        async for events in stream.take_events(2000, within=0.1):
             shell.process(list(events))
             left = await loop.run_in_executor(None, shell.flush)
             if left:
@@ -237,6 +239,9 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker") -> faust.
             shell.tick(int(time.time() * 1000), agents)
             await asyncio.get_running_loop().run_in_executor(None, shell.flush)
 
+    if serve_queries:
+        _add_query_page(app, settings)
+
     @app.page("/healthz")
     async def healthz(_self: Any, request: Any) -> Any:
         return _self.json({"status": "live"})
@@ -248,6 +253,32 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker") -> faust.
         return _self.json({"ready": ready, "assigned_partitions": assigned}, status=200 if ready else 503)
 
     return app
+
+
+def _add_query_page(app: faust.App, settings: Settings) -> None:
+    """``POST /api/query``: ``reverify query`` and ``dashboard`` ask the process that owns the embedded ClickHouse."""
+    from sinks.analytics import QueryError, execute
+    from sinks.clickhouse import connect
+
+    def answer(request: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        client = connect(settings.clickhouse)
+        try:
+            return execute(client, request), 200
+        except QueryError as exc:
+            return {"error": str(exc)}, 400
+        finally:
+            client.close()
+
+    class QueryView(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            try:
+                body = await request.json()
+            except ValueError:
+                return self.json({"error": "the request body must be a JSON object"}, status=400)
+            result, status = await asyncio.get_running_loop().run_in_executor(None, answer, body)
+            return self.json(result, status=status)
+
+    app.page("/api/query")(QueryView)
 
 
 def _partition_of(table: Any, key: Any) -> int:

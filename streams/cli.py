@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streams.settings import Settings, SettingsError
@@ -29,7 +30,8 @@ class UserError(click.ClickException):
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        err.print(f"[bold red]error:[/] {self.message}")
+        # soft_wrap: one line however narrow the terminal; escape: messages quote TOML like [[assurance]]
+        err.print(f"[bold red]error:[/] {escape(self.message)}", soft_wrap=True, highlight=False)
 
 
 def load_settings(check_processors: bool = False) -> Settings:
@@ -112,6 +114,7 @@ def up(demo: bool, demo_rate: float) -> None:
         created = ensure_topics(_admin(settings), settings.topic_prefix, settings.partitions)
         console.print(f"[green]✓[/] topics ready ({len(created)} created, {settings.partitions} partitions each)")
         threads += _start_history(settings, stop)
+        history = bool(threads)
         if demo:
             threads.append(_start_demo(settings, stop, demo_rate))
             console.print(f"[green]✓[/] demo fleet publishing ~{demo_rate:.0f} outcomes/s (degrades and drifts soon)")
@@ -124,7 +127,7 @@ def up(demo: bool, demo_rate: float) -> None:
             "  watch it: [bold]reverify alerts tail[/], [bold]reverify query leaderboard[/], "
             "[bold]reverify dashboard[/]"
         )
-        _run_worker(settings)
+        _run_worker(settings, serve_queries=history)
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
     finally:
@@ -138,10 +141,7 @@ def up(demo: bool, demo_rate: float) -> None:
 
 def _start_history(settings: Settings, stop: threading.Event) -> list[threading.Thread]:
     """The ClickHouse sink in this process (chdb allows one owner of its data directory)."""
-    try:
-        from sinks.runner import start_sink
-    except ImportError:
-        return []
+    from sinks.runner import start_sink
 
     thread = start_sink(settings, stop)
     console.print(f"[green]✓[/] ClickHouse history at {settings.clickhouse}")
@@ -162,7 +162,7 @@ def _start_demo(settings: Settings, stop: threading.Event, rate: float) -> threa
     return thread
 
 
-def _run_worker(settings: Settings) -> None:
+def _run_worker(settings: Settings, serve_queries: bool = False) -> None:
     import faust
 
     from streams import metrics
@@ -172,7 +172,7 @@ def _run_worker(settings: Settings) -> None:
         metrics.serve(settings.metrics_port)
     except OSError as exc:
         raise UserError(f"metrics_port = {settings.metrics_port} is taken ({exc}); set REVERIFY_METRICS_PORT") from None
-    app = create_app(settings)
+    app = create_app(settings, serve_queries=serve_queries)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
     with contextlib.suppress(SystemExit):  # Faust exits the process after a clean stop; we still clean up
         worker.execute_from_commandline()
@@ -315,16 +315,14 @@ def simulate(
         )
 
 
-def _register_optional(group: click.Group) -> None:
-    for module in ("streams.cli_control", "streams.cli_history", "streams.cli_alerts"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ImportError:
-            continue
-        mod.register(group)
+def _register_commands(group: click.Group) -> None:
+    from streams import cli_alerts, cli_control, cli_history
+
+    for module in (cli_control, cli_history, cli_alerts):
+        module.register(group)
 
 
-_register_optional(cli)
+_register_commands(cli)
 
 
 def main() -> None:

@@ -14,6 +14,9 @@ EVENTS_PRODUCED = Counter("reverify_events_produced_total", "Events produced", [
 DECODE_FAILURES = Counter(
     "reverify_decode_failures_total", "Inputs sent to the dead-letter topic", ["topic", "error_type"]
 )
+BATCH_SIZE = Histogram(
+    "reverify_batch_events", "Input events per batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+)
 BATCH_SECONDS = Histogram("reverify_batch_seconds", "Time to process one input batch")
 PROCESSING_DELAY = Histogram(
     "reverify_processing_delay_seconds",

@@ -136,9 +136,11 @@ def test_stationary_false_alarms_within_budget_with_adwin_beside(capsys) -> None
             adwin += sum(i >= 1000 for i in adwin_detections(x))
         values += 5000
     with capsys.disabled():
-        print(f"\nstationary N(50,10), 100 seeds x 5,000 values: ours {ours} false alarms "
-              f"({ours / values * 1e4:.3f} per 10k; budget 5 = 0.1 per 10k); "
-              f"ADWIN {adwin} over 20 seeds ({adwin / (20 * 5000) * 1e4:.3f} per 10k)")
+        print(
+            f"\nstationary N(50,10), 100 seeds x 5,000 values: ours {ours} false alarms "
+            f"({ours / values * 1e4:.3f} per 10k; budget 5 = 0.1 per 10k); "
+            f"ADWIN {adwin} over 20 seeds ({adwin / (20 * 5000) * 1e4:.3f} per 10k)"
+        )
     assert ours <= 10
 
 
@@ -155,8 +157,10 @@ def test_shift_is_alarmed_fast(kind: dict, median_max: int, capsys) -> None:
         ad.append(hits[0] - 2000 + 1 if hits else 10**9)
         missed += not hits
     with capsys.disabled():
-        print(f"\n{kind}: ours median delay {np.median(d):.0f} (max {max(d)}, {false} alarms before the shift); "
-              f"ADWIN over 30 seeds: median {np.median(ad):.0f}, missed within 1,000 values in {missed}")
+        print(
+            f"\n{kind}: ours median delay {np.median(d):.0f} (max {max(d)}, {false} alarms before the shift); "
+            f"ADWIN over 30 seeds: median {np.median(ad):.0f}, missed within 1,000 values in {missed}"
+        )
     assert max(d) <= 1000  # alarmed in every seed within 1,000 values
     assert np.median(d) <= median_max
 
@@ -165,9 +169,19 @@ def test_shift_is_alarmed_fast(kind: dict, median_max: int, capsys) -> None:
 
 
 def outcome(i: int, score: float, agent: str = "hunter") -> dict:
-    return {"event_id": f"e{i}", "ts": T0 + i * 1000, "agent_name": agent, "task_type": "t", "variant_id": "v1",
-            "success": True, "reward": 1.0, "latency_ms": 100.0 + i % 3, "cost_usd": 0.01,
-            "features": {"intent_score": score}, "attributes": {"tier": "gold" if i % 3 else "silver"}}
+    return {
+        "event_id": f"e{i}",
+        "ts": T0 + i * 1000,
+        "agent_name": agent,
+        "task_type": "t",
+        "variant_id": "v1",
+        "success": True,
+        "reward": 1.0,
+        "latency_ms": 100.0 + i % 3,
+        "cost_usd": 0.01,
+        "features": {"intent_score": score},
+        "attributes": {"tier": "gold" if i % 3 else "silver"},
+    }
 
 
 def test_processor_fires_once_and_resolves_once() -> None:
@@ -181,15 +195,23 @@ def test_processor_fires_once_and_resolves_once() -> None:
     assert [a.value["status"] for a in alerts] == ["firing", "resolved"]
     fire, resolve = alerts
     assert fire.value["severity"] == "warning" and fire.value["ts"] <= T0 + 2100 * 1000
-    assert fire.value["fingerprint"] == resolve.value["fingerprint"] == fingerprint(
-        "drift", {"agent_name": "hunter", "feature": "intent_score"})
+    assert (
+        fire.value["fingerprint"]
+        == resolve.value["fingerprint"]
+        == fingerprint("drift", {"agent_name": "hunter", "feature": "intent_score"})
+    )
     assert resolve.value["ends_at"] >= T0 + 3000 * 1000 and resolve.value["starts_at"] == fire.value["starts_at"]
     assert fire.value["evidence"]["statistic"] > fire.value["evidence"]["threshold"]
     for a in alerts:
         encode("Alert", a.value)
     reports = [e for e in out if e.topic == "drift.reports"]
-    assert {e.key for e in reports} == {"hunter/reward", "hunter/latency_ms", "hunter/cost_usd",
-                                        "hunter/intent_score", "hunter/tier"}
+    assert {e.key for e in reports} == {
+        "hunter/reward",
+        "hunter/latency_ms",
+        "hunter/cost_usd",
+        "hunter/intent_score",
+        "hunter/tier",
+    }
     for e in reports[:: max(1, len(reports) // 50)]:
         encode("DriftReport", e.value)
     # a replayed input changes nothing
@@ -200,11 +222,14 @@ def test_metric_series_variants_and_replay_idempotence() -> None:
     p = DriftProcessor(DriftSettings(baseline_size=100, window=100, windows=(50, 100), per_variant=True))
     out = []
     for i in range(300):
-        out += p.on_metric({"ts": T0 + i, "agent_name": "a", "variant_id": "v2", "name": "queue_depth",
-                            "value": float(i % 11)}, (2, i))
+        out += p.on_metric(
+            {"ts": T0 + i, "agent_name": "a", "variant_id": "v2", "name": "queue_depth", "value": float(i % 11)}, (2, i)
+        )
     assert {(e.value["feature"], e.value["variant_id"]) for e in out} == {("queue_depth", None), ("queue_depth", "v2")}
     assert p.on_metric({"ts": T0, "agent_name": "a", "name": "queue_depth", "value": 1e9}, (2, 299)) == []
-    assert p.on_metric({"ts": T0, "agent_name": "a", "name": "queue_depth", "value": 1.0}, (1, 0)) == []  # new partition
+    assert (
+        p.on_metric({"ts": T0, "agent_name": "a", "name": "queue_depth", "value": 1.0}, (1, 0)) == []
+    )  # new partition
 
 
 def test_state_round_trip_gives_identical_reports() -> None:
@@ -254,9 +279,12 @@ def test_categorical_psi_with_other_bucket() -> None:
     r = None
     for i, c in enumerate(window):
         r = m.update(str(c), 1000 + i) or r
+
     def props(v):
-        return np.array([np.mean(v == "a"), np.mean(v == "b"), np.mean(v == "c"),
-                         np.mean(~np.isin(v, ["a", "b", "c"]))])
+        return np.array(
+            [np.mean(v == "a"), np.mean(v == "b"), np.mean(v == "c"), np.mean(~np.isin(v, ["a", "b", "c"]))]
+        )
+
     assert abs(r["psi"] - psi(props(window), props(base))) < 1e-12
     assert m.firing
     encode("DriftReport", r)

@@ -1,0 +1,120 @@
+"""The seed's CRL safety dashboard, read from ClickHouse: one dict with its five sections.
+
+Sections (seed *crl-safety-mechanisms*, "Safety Dashboard"): system health
+overview, recent rollbacks (last 10), pending proposals, high-confidence
+variants ready for auto-apply (Q >= 0.9 and n >= 10), and degradation alerts
+(firing alerts). Arm throughput for the overview comes from the ``arm_hourly``
+rollup that the materialized views keep.
+
+>>> status_of({"rollbacks_30d": 0, "firing_critical": 0, "firing_alerts": 0})
+'HEALTHY'
+>>> status_of({"rollbacks_30d": 4, "firing_critical": 0, "firing_alerts": 1})
+'DEGRADED'
+>>> status_of({"rollbacks_30d": 1, "firing_critical": 2, "firing_alerts": 2})
+'CRITICAL'
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from sinks.analytics import jsonable
+
+AUTO_APPLY_Q = 0.9
+AUTO_APPLY_N = 10
+
+_OVERVIEW = """
+SELECT
+    (SELECT count() FROM (SELECT DISTINCT agent_name, task_type, variant_id FROM crl_qvalues)) AS q_table_entries,
+    (SELECT uniqExact(agent_name) FROM crl_active) AS agents_with_variants,
+    (SELECT count() FROM control_rollbacks FINAL WHERE ts >= fromUnixTimestamp64Milli({d30:Int64})) AS rollbacks_30d,
+    (SELECT count() FROM (
+        SELECT proposal_id, argMax(status, ts) AS s FROM crl_proposals FINAL GROUP BY proposal_id
+     ) WHERE s = 'pending' AND proposal_id NOT IN (SELECT proposal_id FROM control_approvals)) AS pending_proposals,
+    (SELECT sum(invocations) FROM arm_hourly WHERE hour >= toStartOfHour(fromUnixTimestamp64Milli({d1:Int64})))
+        AS invocations_24h,
+    (SELECT sum(successes) / greatest(sum(invocations), 1) FROM arm_hourly
+        WHERE hour >= toStartOfHour(fromUnixTimestamp64Milli({d1:Int64}))) AS success_rate_24h,
+    (SELECT sum(errors) FROM arm_hourly WHERE hour >= toStartOfHour(fromUnixTimestamp64Milli({d1:Int64})))
+        AS errors_24h
+"""
+
+_FIRING = """
+SELECT fingerprint, status, severity, source, title, starts_at, labels, evidence FROM (
+    SELECT fingerprint, argMax(status, a.ts) AS status, argMax(severity, a.ts) AS severity,
+           argMax(source, a.ts) AS source, argMax(title, a.ts) AS title, argMax(starts_at, a.ts) AS starts_at,
+           argMax(a.labels, a.ts) AS labels, argMax(a.evidence, a.ts) AS evidence
+    FROM alerts AS a FINAL GROUP BY fingerprint
+) WHERE status = 'firing'
+ORDER BY severity = 'critical' DESC, starts_at DESC
+"""
+
+_ROLLBACKS = """
+SELECT ts, rollback_id, agent_name, task_type, from_variant, to_variant, reason, trigger, degradation_metrics
+FROM control_rollbacks FINAL ORDER BY ts DESC LIMIT 10
+"""
+
+_PENDING = """
+SELECT p.proposal_id, p.last_ts AS ts, p.agent_name, p.task_type, p.variant_id, p.proposal_type, p.confidence, p.reasoning
+FROM (
+    SELECT proposal_id, max(ts) AS last_ts, argMax(agent_name, ts) AS agent_name, argMax(task_type, ts) AS task_type,
+           argMax(variant_id, ts) AS variant_id, argMax(proposal_type, ts) AS proposal_type,
+           argMax(confidence, ts) AS confidence, argMax(reasoning, ts) AS reasoning, argMax(status, ts) AS status
+    FROM crl_proposals FINAL GROUP BY proposal_id
+) AS p
+WHERE p.status = 'pending' AND p.proposal_id NOT IN (SELECT proposal_id FROM control_approvals)
+ORDER BY p.confidence DESC, p.last_ts
+"""
+
+_READY = """
+SELECT agent_name, task_type, variant_id, q, n, success_rate, last_update FROM (
+    SELECT agent_name, task_type, variant_id, argMax(q, ts) AS q, argMax(n, ts) AS n,
+           argMax(success_rate, ts) AS success_rate, max(ts) AS last_update
+    FROM crl_qvalues FINAL GROUP BY agent_name, task_type, variant_id
+) WHERE q >= {q_min:Float64} AND n >= {n_min:Int64}
+ORDER BY q DESC, n DESC
+"""
+
+
+def status_of(overview: dict[str, Any]) -> str:
+    """HEALTHY, DEGRADED (a firing alert, or more than 3 rollbacks in 30 days, the seed's rate alarm) or CRITICAL."""
+    if overview.get("firing_critical"):
+        return "CRITICAL"
+    if overview.get("firing_alerts") or (overview.get("rollbacks_30d") or 0) > 3:
+        return "DEGRADED"
+    return "HEALTHY"
+
+
+def _records(client: Client, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    result = client.query(sql, parameters=params, settings={"readonly": 2})
+    return [{c: jsonable(v) for c, v in zip(result.column_names, row, strict=True)} for row in result.result_rows]
+
+
+def dashboard(client: Client, now: float | None = None) -> dict[str, Any]:
+    """The five sections of the safety dashboard, JSON-friendly.
+
+    Returns
+    -------
+    dict
+        ``generated``, ``status``, ``overview`` (dict), ``recent_rollbacks``,
+        ``pending_proposals``, ``ready_for_auto_apply``, ``degradation_alerts``
+        (lists of dicts).
+    """
+    now = time.time() if now is None else now
+    params = {"d30": int((now - 30 * 86400) * 1000), "d1": int((now - 86400) * 1000)}
+    overview = _records(client, _OVERVIEW, params)[0]
+    firing = _records(client, _FIRING, {})
+    overview["firing_alerts"] = len(firing)
+    overview["firing_critical"] = sum(1 for a in firing if a["severity"] == "critical")
+    return {
+        "generated": jsonable(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))),
+        "status": status_of(overview),
+        "overview": overview,
+        "recent_rollbacks": _records(client, _ROLLBACKS, {}),
+        "pending_proposals": _records(client, _PENDING, {}),
+        "ready_for_auto_apply": _records(client, _READY, {"q_min": AUTO_APPLY_Q, "n_min": AUTO_APPLY_N}),
+        "degradation_alerts": firing,
+    }

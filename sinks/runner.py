@@ -1,0 +1,34 @@
+"""Run the ClickHouse sink beside the workers of ``reverify up`` (chdb admits one owning process)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sinks import clickhouse
+from sinks.migrate import migrate
+from sinks.writer import ClickHouseSink
+from streams.settings import Settings
+
+log = logging.getLogger("reverify.sink")
+
+
+def start_sink(settings: Settings, stop: threading.Event) -> threading.Thread:
+    """Migrate the history database, then consume every topic into it on a daemon thread until ``stop``."""
+    client = clickhouse.connect(settings.clickhouse)
+    try:
+        migrate(client)
+    finally:
+        client.close()
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                ClickHouseSink(settings).run(stop)
+            except Exception:  # the sink must outlive a bad moment of ClickHouse or the broker; it resumes from Kafka
+                log.exception("ClickHouse sink stopped; restarting in 2 s")
+                stop.wait(2.0)
+
+    thread = threading.Thread(target=run, name="reverify-clickhouse-sink", daemon=True)
+    thread.start()
+    return thread

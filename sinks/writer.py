@@ -1,0 +1,604 @@
+"""The ClickHouse sink: every topic of :data:`streams.topics.TOPICS` into its table, each event once.
+
+How "each event once" is kept
+-----------------------------
+The sink consumes with its own consumer group and auto-commit off. A batch is
+inserted table by table, and its offsets are committed only after ClickHouse
+acknowledged every insert of the batch. Three mechanisms then make sure a row
+is not stored twice, each covering what the previous one cannot:
+
+1. **insert_deduplication_token** (fast path, same process). Each table's
+   insert carries a token built from the topic, partition and offset range of
+   its rows plus a digest of their event ids. A retry of the same batch (the
+   network failed after ClickHouse wrote it, so we never saw the
+   acknowledgement) is then dropped by ClickHouse itself, materialized views
+   included (``non_replicated_deduplication_window`` on every table). The
+   digest is part of the token because the embedded broker is memory-only:
+   after it restarts, offsets begin at 0 again and a token of offsets alone
+   would silently drop new events.
+2. **Re-check after assignment** (kill -9 between insert and commit). After a
+   restart the batch is re-read from the committed offset, but its boundaries
+   may differ, so the token no longer matches. For the first
+   ``2 x batch_size`` messages of every newly assigned partition the sink asks
+   ClickHouse which of the batch's event ids it already holds and drops those
+   rows. Since offsets are committed after every batch, everything inserted
+   but not committed lies in that range. A probe (is anything stored at or
+   past the offset we resumed from, on that partition?) skips the re-check
+   when the answer is no, which is the normal case. This keeps the hourly
+   rollups (which
+   are fed by materialized views at insert time, and cannot be deduplicated
+   afterwards) exact too.
+3. **ReplacingMergeTree** on a sorting key that ends in ``event_id``
+   (backstop). The same event id can also arrive at a *different* offset: a
+   processor replaying an output gives it the same deterministic id. Merges
+   collapse those rows; readers that need exact numbers use ``FINAL`` (the
+   canned queries do). Duplicates of this kind are not re-checked at insert
+   time because that would cost a lookup on every batch.
+
+Why not ReplacingMergeTree alone: until a merge runs, ``count()`` without
+``FINAL`` and every materialized view would see the duplicate. Why not tokens
+alone: a crash changes the batch boundaries, and tokens cannot match.
+
+While ClickHouse is away, the batch stays in memory, the partitions are
+paused (so memory stays bounded and the broker keeps the rest), and inserts
+are retried with exponential backoff; nothing is committed, so nothing is
+lost even if the process dies meanwhile. Undecodable values are skipped and
+counted (the workers dead-letter them).
+
+>>> digest(["a", "b"]) == digest(["a", "b"]) != digest(["b", "a"])
+True
+>>> offset_ranges({("t", 0): (5, 9), ("t", 1): (0, 0)})
+'t:0:5-9,t:1:0-0'
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from schemas import DecodeError, decode
+from sinks import clickhouse
+from sinks.migrate import TABLES, MigrationError, migrate
+from streams.settings import Settings
+from streams.topics import TOPICS
+
+log = logging.getLogger(__name__)
+
+_KAFKA_COLUMNS = ("kafka_partition", "kafka_offset")
+
+
+def digest(event_ids: Iterable[str]) -> str:
+    """A short stable digest of an ordered list of event ids."""
+    h = hashlib.blake2b(digest_size=8)
+    for eid in event_ids:
+        h.update(eid.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def offset_ranges(ranges: Mapping[tuple[str, int], tuple[int, int]]) -> str:
+    """``topic:partition:first-last`` for every partition of a batch, in a stable order."""
+    return ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(ranges.items()))
+
+
+class SinkMetrics:
+    """The sink's Prometheus series; one set per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rows = Counter("reverify_sink_rows", "Rows inserted into ClickHouse", ["table"], registry=registry)
+        self.skipped = Counter(
+            "reverify_sink_skipped",
+            "Messages not inserted (undecodable, wrong schema, rejected)",
+            ["topic", "reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "reverify_sink_duplicates_dropped",
+            "Rows already in ClickHouse, dropped on re-check",
+            ["table"],
+            registry=registry,
+        )
+        self.insert_errors = Counter(
+            "reverify_sink_insert_errors", "Failed insert attempts (retried)", ["table"], registry=registry
+        )
+        self.lag = Gauge(
+            "reverify_sink_lag", "Messages not yet in ClickHouse", ["topic", "partition"], registry=registry
+        )
+        self.up = Gauge("reverify_sink_clickhouse_up", "1 when the last ClickHouse call succeeded", registry=registry)
+        self.flush_seconds = Histogram(
+            "reverify_sink_flush_seconds", "Time to insert and commit one batch", registry=registry
+        )
+
+
+_default_metrics: SinkMetrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def default_metrics() -> SinkMetrics:
+    """The process-wide series in the default registry (created once)."""
+    global _default_metrics
+    with _metrics_lock:
+        if _default_metrics is None:
+            _default_metrics = SinkMetrics(REGISTRY)
+        return _default_metrics
+
+
+@dataclass
+class _Table:
+    name: str
+    topic: str
+    columns: list[str]
+    converters: list[Callable[[Any], Any] | None]
+    rows: list[list[Any]] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    ranges: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    done: bool = False
+
+
+def _tuples(value: Any) -> Any:
+    # Array(Tuple(...)) columns take tuples; fastavro gives dicts in schema field order
+    return [tuple(v.values()) if isinstance(v, dict) else v for v in value or []]
+
+
+class ClickHouseSink:
+    """Consume every reverify topic and insert the events into ClickHouse in batches.
+
+    Parameters
+    ----------
+    settings : Settings
+        Broker, topic prefix and ``clickhouse`` URL; section ``[sink]`` may set
+        ``batch_size``, ``max_delay``, ``ttl_days`` and ``group_id``.
+    batch_size : int, optional
+        Messages per insert batch (default 10,000).
+    max_delay : float, optional
+        Seconds a message may wait for its batch to fill (default 1.0).
+    ttl_days : int or mapping, optional
+        History to keep per table (see :func:`sinks.migrate.migrate`); default forever.
+    group_id : str, optional
+        Consumer group (default ``{prefix}reverify-clickhouse-sink``).
+    url : str, optional
+        ClickHouse URL (default ``settings.clickhouse``); read again at every
+        reconnect, so it can be changed while the sink runs.
+    connect : callable, optional
+        ``connect(url) -> Client``; default :func:`sinks.clickhouse.connect`.
+    topics : iterable of str, optional
+        Logical topics to sink (default: all of :data:`TOPICS`).
+    registry : CollectorRegistry, optional
+        Where the Prometheus series go (default: the process registry).
+    consumer_config : mapping, optional
+        Extra librdkafka settings.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        batch_size: int | None = None,
+        max_delay: float | None = None,
+        ttl_days: int | Mapping[str, int | None] | None = None,
+        group_id: str | None = None,
+        url: str | None = None,
+        connect: Callable[[str], Client] | None = None,
+        topics: Iterable[str] | None = None,
+        registry: CollectorRegistry | None = None,
+        consumer_config: Mapping[str, Any] | None = None,
+        backoff_max: float = 5.0,
+    ) -> None:
+        section = dict(settings.sections.get("sink", {}))
+        self.settings = settings
+        self.batch_size = int(batch_size or section.get("batch_size", 10_000))
+        self.max_delay = float(max_delay if max_delay is not None else section.get("max_delay", 1.0))
+        if ttl_days is None and section.get("ttl_days"):
+            ttl_days = int(section["ttl_days"])
+        self.ttl_days = ttl_days
+        self.url = url or settings.clickhouse
+        self._connect = connect or clickhouse.connect
+        self.backoff_max = backoff_max
+        self.metrics = SinkMetrics(registry) if registry is not None else default_metrics()
+        self.topics = list(topics or TOPICS)
+        self._by_physical = {settings.topic(t): t for t in self.topics}
+        group = group_id or section.get("group_id") or f"{settings.topic_prefix}reverify-clickhouse-sink"
+        conf = settings.kafka_config(
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "statistics.interval.ms": 5000,
+                "stats_cb": self._on_stats,
+                # ClickHouse may be away for long: the sink keeps polling paused partitions, but be generous
+                "max.poll.interval.ms": 600_000,
+                # a killed sink's partitions move to a live one within seconds (and brokers that wait out the
+                # session timeout before the first assignment, like the embedded one, assign quickly)
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+            }
+        )
+        conf.update(consumer_config or {})
+        self._consumer = Consumer(conf)
+        self._consumer.subscribe(list(self._by_physical), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._client: Client | None = None
+        self._tables: dict[str, _Table] = {}
+        self._pending = 0
+        self._oldest: float | None = None
+        self._skipped_offsets: dict[tuple[str, int], int] = {}
+        self._recheck: dict[tuple[str, int], int] = {}
+        self._probed: set[tuple[str, int]] = set()
+        self._retry_at = 0.0
+        self._backoff = 0.1
+        self._paused = False
+        self.rows_written: dict[str, int] = {}
+        self.skipped = 0
+        self.duplicates_dropped = 0
+        self.lag: dict[tuple[str, int], int] = {}
+        self._inserts = 0
+        self._crash_after = int(os.environ.get("REVERIFY_SINK_CRASH_AFTER_INSERTS", "0") or 0)
+
+    # -- ClickHouse --------------------------------------------------------------------------------------------
+
+    def _ensure_client(self) -> Client:
+        if self._client is None:
+            client = self._connect(self.url)
+            try:
+                migrate(client, self.ttl_days)
+                self._load_columns(client)
+            except Exception:
+                client.close()
+                raise
+            self._client = client
+        return self._client
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close; it is discarded anyway
+                client.close()
+
+    def _load_columns(self, client: Client) -> None:
+        if self._tables:
+            return
+        wanted = {TABLES[t]: t for t in self.topics}
+        result = client.query(
+            "SELECT table, name, type FROM system.columns WHERE database = currentDatabase() "
+            "AND table IN {tables:Array(String)} ORDER BY table, position",
+            parameters={"tables": list(wanted)},
+        )
+        columns: dict[str, list[tuple[str, str]]] = {}
+        for table, name, ctype in result.result_rows:
+            columns.setdefault(table, []).append((name, ctype))
+        for table, topic in wanted.items():
+            cols = [c for c in columns.get(table, []) if c[0] not in _KAFKA_COLUMNS]
+            if not cols:
+                raise RuntimeError(f"table {table} is missing after migration")
+            converters = [_tuples if "Array(Tuple(" in ctype else None for _, ctype in cols]
+            self._tables[table] = _Table(table, topic, [c for c, _ in cols], converters)
+
+    # -- Kafka callbacks -----------------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # whatever a previous owner inserted but did not commit lies in the next batch of each partition
+        for tp in partitions:
+            self._recheck[(tp.topic, tp.partition)] = 2 * self.batch_size
+            self._probed.discard((tp.topic, tp.partition))
+        self._paused = False
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._pending:
+            try:
+                self._flush_once()
+            except Exception as exc:  # the next owner re-reads these from the committed offset
+                log.warning("sink: dropping an unflushed batch on revoke (%s); the next owner re-reads it", exc)
+                self._reset_batch()
+        for tp in partitions:
+            self._recheck.pop((tp.topic, tp.partition), None)
+
+    def _on_stats(self, raw: str) -> None:
+        stats = json.loads(raw)
+        for topic, tstats in stats.get("topics", {}).items():
+            for pid, pstats in tstats.get("partitions", {}).items():
+                lag = pstats.get("consumer_lag_stored", pstats.get("consumer_lag", -1))
+                if int(pid) >= 0 and lag is not None and lag >= 0:
+                    self.lag[(topic, int(pid))] = lag
+                    self.metrics.lag.labels(topic, pid).set(lag)
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+
+    def poll_once(self, timeout: float = 0.5) -> int:
+        """Take what arrived within ``timeout`` and flush when the batch is full or old; returns rows inserted.
+
+        Never blocks for longer than ``timeout`` (plus one insert): while
+        ClickHouse is away it returns 0 and tries again on a later call.
+        """
+        if not self._tables:
+            # the columns come from ClickHouse: take nothing before it answered once
+            if time.monotonic() < self._retry_at:
+                time.sleep(min(timeout, self._retry_at - time.monotonic()))
+                return 0
+            try:
+                self._ensure_client()
+            except MigrationError:
+                raise
+            except Exception as exc:
+                self._note_failure(exc, "*")
+                self._schedule_retry()
+                return 0
+        if self._pending >= self.batch_size or self._paused:
+            if self._paused:
+                # keeps the group membership alive; paused partitions deliver nothing, newly assigned ones may
+                for msg in self._consumer.consume(num_messages=self.batch_size, timeout=0):
+                    self._add(msg)
+            if time.monotonic() < self._retry_at:
+                time.sleep(min(timeout, max(0.0, self._retry_at - time.monotonic())))
+                return 0
+            return self._try_flush()
+        wait = timeout
+        if self._oldest is not None:
+            wait = max(0.0, min(timeout, self._oldest + self.max_delay - time.monotonic()))
+        messages = self._consumer.consume(num_messages=self.batch_size - self._pending, timeout=wait)
+        for msg in messages:
+            self._add(msg)
+        due = self._pending >= self.batch_size or (
+            self._oldest is not None and time.monotonic() - self._oldest >= self.max_delay
+        )
+        if due or (self._pending == 0 and self._skipped_offsets):
+            return self._try_flush()
+        return 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll and flush until ``stop`` is set, then flush what is left (best effort) and close."""
+        try:
+            while not stop.is_set():
+                self.poll_once(0.2)
+            if self._pending:
+                self._try_flush()
+        finally:
+            self.close()
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Insert and commit the pending batch now, retrying up to ``timeout`` seconds; returns rows inserted."""
+        deadline = time.monotonic() + timeout
+        while self._pending or self._skipped_offsets:
+            written = self._try_flush()
+            if not self._pending and not self._skipped_offsets:
+                return written
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ClickHouse did not take the batch within {timeout:.0f}s")
+            time.sleep(min(self._backoff, 0.5))
+        return 0
+
+    def close(self) -> None:
+        """Leave the consumer group and close the ClickHouse client (pending rows are not committed)."""
+        with contextlib.suppress(RuntimeError):  # already closed
+            self._consumer.close()
+        self._drop_client()
+
+    # -- batching ------------------------------------------------------------------------------------------------
+
+    def _add(self, msg: Message) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("sink: consumer error %s", msg.error())
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        logical = self._by_physical.get(topic)
+        table = self._tables.get(TABLES[logical]) if logical else None
+        try:
+            if table is None or logical is None:
+                raise DecodeError(f"no table for topic {topic}")
+            name, record = decode(msg.value())
+            expected = TOPICS[logical].value
+            if name != expected:
+                raise DecodeError(f"expected a {expected} record, got {name}")
+        except DecodeError as exc:
+            self.skipped += 1
+            self.metrics.skipped.labels(logical or topic, "undecodable").inc()
+            log.debug("sink: skipping %s[%d]@%d: %s", topic, partition, offset, exc.reason)
+            self._skipped_offsets[(topic, partition)] = offset
+            return
+        row = [
+            conv(record.get(col)) if conv else record.get(col)
+            for col, conv in zip(table.columns, table.converters, strict=True)
+        ]
+        row.append(partition)
+        row.append(offset)
+        table.rows.append(row)
+        table.partitions.append(partition)
+        key = (topic, partition)
+        first = table.ranges.get(key, (offset, offset))[0]
+        table.ranges[key] = (first, offset)
+        self._pending += 1
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+
+    def _reset_batch(self) -> None:
+        for table in self._tables.values():
+            table.rows, table.partitions, table.ranges, table.done = [], [], {}, False
+        self._pending = 0
+        self._oldest = None
+        self._skipped_offsets = {}
+
+    def _pause(self) -> None:
+        assignment = self._consumer.assignment()
+        if assignment and not self._paused:
+            self._consumer.pause(assignment)
+        self._paused = True
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.backoff_max)
+
+    def _resume(self) -> None:
+        if self._paused:
+            assignment = self._consumer.assignment()
+            if assignment:
+                self._consumer.resume(assignment)
+        self._paused = False
+        self._backoff = 0.1
+
+    def _note_failure(self, exc: Exception, table: str) -> None:
+        self.metrics.up.set(0)
+        self.metrics.insert_errors.labels(table).inc()
+        log.warning("sink: batch not stored (%s: %s); retrying in %.1fs", type(exc).__name__, exc, self._backoff)
+        self._drop_client()
+
+    def _try_flush(self) -> int:
+        try:
+            written = self._flush_once()
+        except MigrationError:
+            raise
+        except Exception as exc:
+            self._note_failure(exc, "*")
+            self._pause()
+            return 0
+        self._resume()
+        return written
+
+    def _flush_once(self) -> int:
+        """Insert every table of the batch (tables already inserted are not repeated), then commit."""
+        if not self._pending and not self._skipped_offsets:
+            return 0
+        started = time.perf_counter()
+        client = self._ensure_client()
+        written = 0
+        commit: dict[tuple[str, int], int] = dict(self._skipped_offsets)
+        for table in self._tables.values():
+            for key, (_, last) in table.ranges.items():
+                commit[key] = max(commit.get(key, -1), last)
+            if table.done or not table.rows:
+                continue
+            rows = self._drop_already_stored(client, table)
+            if rows:
+                token = f"{offset_ranges(table.ranges)}:{digest(r[0] for r in rows)}"
+                self._insert(client, table, rows, token)
+            table.done = True
+            self._inserts += 1
+            if self._inserts == self._crash_after:
+                # fault injection for the tests: die like kill -9 right between an insert and its commit
+                os.kill(os.getpid(), signal.SIGKILL)
+            written += len(rows)
+            self.rows_written[table.name] = self.rows_written.get(table.name, 0) + len(rows)
+            self.metrics.rows.labels(table.name).inc(len(rows))
+        self.metrics.up.set(1)
+        self._commit(commit)
+        self._reset_batch()
+        self.metrics.flush_seconds.observe(time.perf_counter() - started)
+        return written
+
+    def _insert(self, client: Client, table: _Table, rows: list[list[Any]], token: str) -> None:
+        settings = {"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+        columns = [*table.columns, *_KAFKA_COLUMNS]
+        try:
+            client.insert(table.name, rows, column_names=columns, settings=settings)
+        except (DataError, ProgrammingError, TypeError, ValueError, OverflowError) as exc:
+            # a value the client cannot serialise: find the bad rows, store the rest
+            if len(rows) == 1:
+                self.skipped += 1
+                self.metrics.skipped.labels(table.topic, "rejected").inc()
+                log.warning("sink: %s rejected a row (%s): %r", table.name, exc, rows[0][:3])
+                return
+            half = len(rows) // 2
+            self._insert(client, table, rows[:half], f"{token}/a")
+            self._insert(client, table, rows[half:], f"{token}/b")
+
+    def _drop_already_stored(self, client: Client, table: _Table) -> list[list[Any]]:
+        rows = table.rows
+        physical = self.settings.topic(table.topic)
+        rechecking = {p for (t, p), left in self._recheck.items() if left > 0 and (t, p) in table.ranges}
+        for p in list(rechecking):
+            if (physical, p) in self._probed:
+                continue
+            # cheap probe first: if nothing at or past the offset we resumed from is stored, nothing can be doubled
+            # (a false "yes", e.g. rows of an older incarnation of the topic, only costs the re-check)
+            self._probed.add((physical, p))
+            first = table.ranges[(physical, p)][0]
+            stored = client.query(
+                f"SELECT count() FROM {table.name} WHERE kafka_partition = {{p:Int32}} AND kafka_offset >= {{o:Int64}}",
+                parameters={"p": p, "o": first},
+            ).result_rows[0][0]
+            if not stored:
+                self._recheck[(physical, p)] = 0
+                rechecking.discard(p)
+        if not rechecking:
+            return rows
+        suspects = [r for r, p in zip(rows, table.partitions, strict=True) if p in rechecking]
+        ts_index = table.columns.index("ts")
+        stamps = [r[ts_index] for r in suspects]
+        present = set()
+        for start in range(0, len(suspects), 5000):
+            chunk = suspects[start : start + 5000]
+            present.update(
+                row[0]
+                for row in client.query(
+                    f"SELECT event_id FROM {table.name} WHERE ts >= fromUnixTimestamp64Milli({{lo:Int64}}) "
+                    "AND ts <= fromUnixTimestamp64Milli({hi:Int64}) AND event_id IN {ids:Array(String)}",
+                    parameters={"lo": min(stamps), "hi": max(stamps), "ids": [r[0] for r in chunk]},
+                ).result_rows
+            )
+        for p in rechecking:
+            key = (physical, p)
+            self._recheck[key] -= table.partitions.count(p)
+        if not present:
+            return rows
+        self.duplicates_dropped += len(present)
+        self.metrics.duplicates.labels(table.name).inc(len(present))
+        return [r for r, p in zip(rows, table.partitions, strict=True) if not (p in rechecking and r[0] in present)]
+
+    def _commit(self, commit: dict[tuple[str, int], int]) -> None:
+        if not commit:
+            return
+        offsets = [TopicPartition(t, p, last + 1) for (t, p), last in commit.items()]
+        for attempt in range(5):
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as exc:
+                code = exc.args[0].code() if exc.args else None
+                if code in (
+                    KafkaError.ILLEGAL_GENERATION,
+                    KafkaError.UNKNOWN_MEMBER_ID,
+                    KafkaError.REBALANCE_IN_PROGRESS,
+                ):
+                    # the partitions moved: their next owner re-reads from the committed offset and re-checks
+                    log.info("sink: commit lost to a rebalance (%s)", exc)
+                    return
+                log.warning("sink: commit failed (%s), attempt %d", exc, attempt + 1)
+                time.sleep(0.2 * (attempt + 1))
+        raise KafkaException(KafkaError(KafkaError._FAIL, "offset commit kept failing"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sinks.writer``: run the sink alone until SIGTERM / SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m sinks.writer", description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-delay", type=float, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sink = ClickHouseSink(Settings.load(), batch_size=args.batch_size, max_delay=args.max_delay)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print("sink: running", flush=True)
+    sink.run(stop)
+    print(
+        f"sink: stopped rows={sum(sink.rows_written.values())} duplicates_dropped={sink.duplicates_dropped}", flush=True
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Benchmark: outcomes per second through one worker (all rules on) beside a bare consume-and-decode loop.
+
+Run by hand: ``python tests/bench/bench_worker.py [N]``. Starts an embedded broker on a free port,
+publishes N outcomes of 100 agents x 5 tasks x 3 variants, then measures in the same run:
+
+1. a bare confluent-kafka consumer that reads and decodes the same topic (the baseline);
+2. ``reverify worker`` (a subprocess) processing the same N from the beginning;
+3. the delay from publishing an outcome to publishing its Rollback (p50 / p99), with the worker live
+   and every agent's v0 collapsing from 0.95 to 0.3.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from schemas import decode, decode_as
+from streams.client import AgentEvents
+from streams.embedded import EmbeddedBroker, free_port
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+AGENTS, TASKS, VARIANTS = 100, 5, 3
+
+
+def publish(settings: Settings, n: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    with AgentEvents(settings=settings) as events:
+        for i in range(n):
+            agent, task = rng.randrange(AGENTS), rng.randrange(TASKS)
+            variant = rng.randrange(VARIANTS)
+            events.outcome(
+                agent_name=f"agent{agent}",
+                task_type=f"task{task}",
+                variant_id=f"v{variant}",
+                success=rng.random() < 0.9 - 0.05 * variant,
+                reward=rng.random(),
+                latency_ms=rng.lognormvariate(6, 0.4),
+                cost_usd=0.002,
+                features={"intent_score": rng.gauss(50, 10)},
+                ts=1_700_000_000_000 + i,
+            )
+        assert events.flush(120) == 0
+
+
+def bare_rate(settings: Settings, n: int) -> float:
+    topic = settings.topic("agent.outcomes")
+    consumer = Consumer(settings.kafka_config(**{"group.id": "bench-bare", "enable.auto.commit": False}))
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    seen, start = 0, time.perf_counter()
+    while seen < n:
+        for msg in consumer.consume(1000, 1.0):
+            if msg.error() is None:
+                decode_as("AgentOutcome", msg.value())
+                seen += 1
+    rate = seen / (time.perf_counter() - start)
+    consumer.close()
+    return rate
+
+
+def consumed(metrics_port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("reverify_events_consumed_total{")
+    )
+
+
+def start_worker(settings: Settings, workdir: str) -> tuple[subprocess.Popen, int]:
+    metrics_port, web_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        REVERIFY_KAFKA=settings.kafka,
+        REVERIFY_METRICS_PORT=str(metrics_port),
+        REVERIFY_WEB_PORT=str(web_port),
+        REVERIFY_DATA_DIR=workdir,
+        REVERIFY_TOPIC_PREFIX=settings.topic_prefix,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams", "worker"],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=open(Path(workdir) / "worker.log", "wb"),  # noqa: SIM115 - the child owns it until it exits
+    )
+    return proc, metrics_port
+
+
+def rollback_delays(settings: Settings, seconds: float = 40.0) -> list[float]:
+    """Publish live outcomes (ts = now) where v0 collapses; return publish->Rollback delays in seconds."""
+    watcher = Consumer(
+        settings.kafka_config(**{"group.id": f"bench-rb-{time.time_ns()}", "auto.offset.reset": "latest"})
+    )
+    watcher.subscribe([settings.topic("control.rollbacks")])
+    delays: list[float] = []
+    rng = random.Random(1)
+    with AgentEvents(settings=settings) as events:
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            collapsed = time.monotonic() - start > seconds / 3
+            for agent in range(0, AGENTS, 10):
+                for task in range(TASKS):
+                    variant = 0 if rng.random() < 0.8 else rng.randrange(1, VARIANTS)
+                    p = (0.3 if collapsed else 0.95) if variant == 0 else 0.85
+                    events.outcome(
+                        agent_name=f"live{agent}",
+                        task_type=f"task{task}",
+                        variant_id=f"v{variant}",
+                        success=rng.random() < p,
+                        reward=0.9 if rng.random() < p else 0.1,
+                    )
+            events.flush(0)
+            for msg in watcher.consume(100, 0.02):
+                if msg.error() is None:
+                    _, rb = decode(msg.value())
+                    delays.append(time.time() - rb["ts"] / 1000)
+    watcher.close()
+    return delays
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def main(n: int = 60_000) -> None:
+    with EmbeddedBroker(port=free_port()) as broker, tempfile.TemporaryDirectory() as workdir:
+        settings = Settings.load(env={"REVERIFY_KAFKA": broker.bootstrap, "REVERIFY_TOPIC_PREFIX": "bench."}, path=None)
+        ensure_topics(AdminClient(settings.kafka_config()), settings.topic_prefix, settings.partitions)
+        publish(settings, n)
+        bare = bare_rate(settings, n)
+        proc, metrics_port = start_worker(settings, workdir)
+        try:
+            while True:  # wait for the worker's metrics endpoint, then time from its first event
+                try:
+                    consumed(metrics_port)
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            while consumed(metrics_port) == 0:
+                time.sleep(0.05)
+            start = time.perf_counter()
+            last = 0.0
+            while last < n:
+                time.sleep(0.25)
+                last = consumed(metrics_port)
+                print(f"\r  worker: {last:,.0f}/{n:,}", end="", file=sys.stderr)
+            worker = n / (time.perf_counter() - start)
+            print(file=sys.stderr)
+            delays = rollback_delays(settings)
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    print(f"outcomes: {n:,} ({AGENTS} agents x {TASKS} tasks x {VARIANTS} variants)")
+    print(f"bare confluent-kafka consume + decode: {bare:>9,.0f} events/s")
+    print(
+        f"reverify worker, all rules:            {worker:>9,.0f} events/s  ratio {worker / bare:.2f} (target >= 0.20)"
+    )
+    print(
+        f"publish -> Rollback delay over {len(delays)} rollbacks: p50 {percentile(delays, 0.5) * 1e3:.0f} ms, "
+        f"p99 {percentile(delays, 0.99) * 1e3:.0f} ms (target p99 < 500 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 60_000)
