@@ -1,0 +1,70 @@
+"""Schemas evolve only compatibly: every schema in the tree reads data written by the previous release's."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import fastavro
+import pytest
+from fastavro.utils import generate_many
+
+from schemas import SCHEMA_IDS, DecodeError, decode, encode, load_schema, schema_names
+
+PREVIOUS = Path(__file__).parents[1] / "data" / "schemas" / "v0.1.0"
+
+
+def previous_schemas() -> list[Path]:
+    return sorted(PREVIOUS.glob("*.avsc"))
+
+
+def test_the_previous_release_is_kept_as_test_data():
+    assert {p.stem for p in previous_schemas()} <= set(SCHEMA_IDS)
+    assert len(previous_schemas()) >= 15
+
+
+@pytest.mark.parametrize("old_path", previous_schemas(), ids=lambda p: p.stem)
+def test_current_schema_reads_what_the_previous_release_wrote(old_path: Path):
+    old = fastavro.parse_schema(json.loads(old_path.read_text()))
+    new = fastavro.parse_schema(load_schema(old_path.stem))
+    for record in generate_many(old, 50):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, old, record)
+        buf.seek(0)
+        read = fastavro.schemaless_reader(buf, old, new)
+        for field in json.loads(old_path.read_text())["fields"]:
+            assert field["name"] in read
+
+
+def test_every_schema_has_event_id_and_event_time_and_the_namespace():
+    for name in schema_names():
+        schema = load_schema(name)
+        assert schema["namespace"] == "reverify.v1"
+        fields = {f["name"]: f for f in schema["fields"]}
+        assert fields["event_id"]["type"] == "string"
+        assert fields["ts"]["type"] == {"type": "long", "logicalType": "timestamp-millis"}
+
+
+@pytest.mark.parametrize("name", schema_names())
+def test_round_trip_through_the_confluent_framing(name: str):
+    for record in generate_many(fastavro.parse_schema(load_schema(name)), 5):
+        raw = encode(name, record)
+        assert raw[0] == 0 and int.from_bytes(raw[1:5], "big") == SCHEMA_IDS[name]
+        got_name, got = decode(raw)
+        assert got_name == name and got["event_id"] == record["event_id"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty"),
+        (b"\x01\x00\x00\x00\x01abc", "magic byte"),
+        (b"\x00\x00\x00\x03\xe7abc", "unknown schema id"),
+        (b"\x00\x00\x00", "truncated"),
+        (b"\x00\x00\x00\x00\x01\x02", "does not match"),
+    ],
+)
+def test_bad_bytes_raise_one_decode_error_with_a_reason(raw: bytes, reason: str):
+    with pytest.raises(DecodeError, match=reason):
+        decode(raw)
