@@ -13,13 +13,17 @@ from streams.settings import Settings
 log = logging.getLogger("reverify.sink")
 
 
-def start_sink(settings: Settings, stop: threading.Event) -> threading.Thread:
-    """Migrate the history database, then consume every topic into it on a daemon thread until ``stop``."""
+def prepare_history(settings: Settings) -> None:
+    """Create or upgrade the history tables (idempotent)."""
     client = clickhouse.connect(settings.clickhouse)
     try:
         migrate(client)
     finally:
         client.close()
+
+
+def start_sink(settings: Settings, stop: threading.Event) -> threading.Thread:
+    """Consume every topic into the (migrated) history on a daemon thread until ``stop``."""
 
     def run() -> None:
         while not stop.is_set():

@@ -113,7 +113,7 @@ def up(demo: bool, demo_rate: float) -> None:
         console.print(f"[green]✓[/] Kafka at {broker.bootstrap}: {where}")
         created = ensure_topics(_admin(settings), settings.topic_prefix, settings.partitions)
         console.print(f"[green]✓[/] topics ready ({len(created)} created, {settings.partitions} partitions each)")
-        threads += _start_history(settings, stop)
+        threads += _start_history(settings, stop, fresh_broker=started)
         history = bool(threads)
         if demo:
             threads.append(_start_demo(settings, stop, demo_rate))
@@ -139,10 +139,20 @@ def up(demo: bool, demo_rate: float) -> None:
         console.print("stopped.")
 
 
-def _start_history(settings: Settings, stop: threading.Event) -> list[threading.Thread]:
-    """The ClickHouse sink in this process (chdb allows one owner of its data directory)."""
-    from sinks.runner import start_sink
+def _start_history(settings: Settings, stop: threading.Event, fresh_broker: bool) -> list[threading.Thread]:
+    """The ClickHouse sink in this process (chdb allows one owner of its data directory).
 
+    A broker we just started is empty (it keeps nothing on disk): the workers' state is rebuilt
+    from the history first, so Q-values, baselines and active variants survive a restart.
+    """
+    from sinks.runner import prepare_history, start_sink
+    from streams.restore import history_exists, restore
+
+    prepare_history(settings)
+    if fresh_broker and history_exists(settings):
+        with console.status("restoring state from the ClickHouse history ...") as status:
+            agents, records = restore(settings, progress=lambda n: status.update(f"restoring: {n:,} events replayed"))
+        console.print(f"[green]✓[/] state restored from history: {agents} agents, {records} control records")
     thread = start_sink(settings, stop)
     console.print(f"[green]✓[/] ClickHouse history at {settings.clickhouse}")
     return [thread]
