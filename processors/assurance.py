@@ -979,7 +979,8 @@ class AssuranceEvaluator:
     ) -> list[Emission]:
         agent = group.labels["agent_name"]
         member = f"{case.name}\x1f" + "\x1f".join(key)
-        reason = f"assurance case {case.name} failed for {case.for_ms} ms: {message}"
+        # "assurance:" first: VariantRouter tells control sources apart by prefix (the error monitor writes "errors:")
+        reason = f"assurance:{case.name} failed for {case.for_ms} ms: {message}"
         if case.action == "rollback":
             task = group.labels["task_type"]
             args = {
@@ -1017,7 +1018,7 @@ class AssuranceEvaluator:
         if agent is None or case.action == "rollback":
             return []  # a rollback is not undone: the learning loop promotes again on evidence
         member = f"{case.name}\x1f" + "\x1f".join(key)
-        reason = f"assurance case {case.name} passes again"
+        reason = f"assurance:{case.name} passes again"
         if case.action == "pause":
             members = self._pauses.get(agent, set())
             had = bool(members)

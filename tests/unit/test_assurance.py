@@ -351,7 +351,7 @@ def test_for_delays_alert_and_action():
     assert cmd.value["command"] == "rollback" and cmd.value["by"] == "assurance:c"
     args = cmd.value["args"]
     assert args["agent_name"] == "enricher" and args["task_type"] == "lookup" and args["case"] == "c"
-    assert "assurance case c failed" in args["reason"] and args["trigger"] == "assurance:c"
+    assert args["reason"].startswith("assurance:c failed") and args["trigger"] == "assurance:c"
     # once per failure episode
     assert [e for e in feed(ev, [outcome(40 * S, success=False)]) if e.record_type == "Command"] == []
 
@@ -427,12 +427,15 @@ def test_pause_and_resume_through_agent_control():
     ctl = [e for e in checked(out) if e.record_type == "AgentControl"]
     assert len(ctl) == 1 and ctl[0].topic == "control.agents" and ctl[0].key == "enricher"
     assert ctl[0].value["kind"] == "pause" and ctl[0].value["paused"] is True and ev.is_paused("enricher")
+    # VariantRouter attributes control records to their source by this prefix
+    assert ctl[0].value["reason"].startswith("assurance:c failed")
     # no evidence (the agent is paused): stays paused
     ev.tick(3_600_000)
     assert ev.is_paused("enricher")
     out = feed(ev, [outcome(3_600_000 + i * S) for i in range(10)])
     ctl = [e.value for e in checked(out) if e.record_type == "AgentControl"]
     assert [(c["kind"], c["paused"]) for c in ctl] == [("resume", False)] and not ev.is_paused("enricher")
+    assert ctl[0]["reason"] == "assurance:c passes again"
 
 
 def test_degrade_takes_the_highest_level_of_failing_cases():
