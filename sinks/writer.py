@@ -588,7 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-delay", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    sink = ClickHouseSink(Settings.load(), batch_size=args.batch_size, max_delay=args.max_delay)
+    settings = Settings.load()
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)  # the sink's lag and rows on /metrics, like a worker's
+    sink = ClickHouseSink(settings, batch_size=args.batch_size, max_delay=args.max_delay)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

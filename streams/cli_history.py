@@ -142,7 +142,12 @@ def register(group: click.Group) -> None:
     """Add ``migrate``, ``query`` and ``dashboard`` to the ``reverify`` command group."""
 
     @group.command("migrate")
-    @click.option("--ttl-days", type=int, default=None, help="Keep this many days of history (0 = forever).")
+    @click.option(
+        "--ttl-days",
+        type=int,
+        default=None,
+        help="Keep this many days of history (default: [sink] ttl_days, else forever).",
+    )
     def migrate_cmd(ttl_days: int | None) -> None:
         """Create or upgrade the ClickHouse tables (idempotent)."""
         from sinks.clickhouse import connect
@@ -155,6 +160,8 @@ def register(group: click.Group) -> None:
             client = connect(settings.clickhouse)
         except Exception as exc:
             _fail(f"cannot open ClickHouse at {settings.clickhouse}: {exc}", 1)
+        if ttl_days is None and settings.sections.get("sink", {}).get("ttl_days"):
+            ttl_days = int(settings.sections["sink"]["ttl_days"])  # the same TTL the sink keeps, or they would fight
         try:
             applied = migrate(client, ttl_days)
             version = current_version(client)

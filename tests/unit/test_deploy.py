@@ -192,13 +192,13 @@ def test_reverify_commands_exist_and_parse(services: dict[str, Any]) -> None:
 def test_sink_entrypoint_serves_metrics_and_runs_the_writer(
     services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Run the sink service's entrypoint code with its arguments, the sink and the HTTP server replaced."""
+    """Run the sink service's entrypoint (``python -m sinks.writer``) with its arguments, sink and HTTP server replaced."""
     import prometheus_client
 
     from sinks import writer
 
     sink = services["sink"]
-    assert sink["entrypoint"][:2] == ["python", "-c"]
+    assert sink["entrypoint"] == ["python", "-m", "sinks.writer"]
     started: list[int] = []
     made: list[dict[str, Any]] = []
 
@@ -219,10 +219,7 @@ def test_sink_entrypoint_serves_metrics_and_runs_the_writer(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("REVERIFY_CONFIG", str(DEPLOY / "reverify.toml"))
-    monkeypatch.setattr(sys, "argv", ["-c", *sink["command"]])
-    with pytest.raises(SystemExit) as done:
-        exec(compile(sink["entrypoint"][2], "<sink entrypoint>", "exec"), {"__name__": "__main__"})
-    assert done.value.code == 0
+    assert writer.main(list(sink["command"])) == 0
     assert started == [int(env["REVERIFY_METRICS_PORT"])]
     assert made and made[0]["batch_size"] == 10_000 and made[0]["max_delay"] == 1.0
     assert made[0]["settings"].kafka == env["REVERIFY_KAFKA"]
