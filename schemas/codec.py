@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -77,18 +76,21 @@ def _parsed(name: str) -> Any:
     return fastavro.parse_schema(load_schema(name))
 
 
-def _timestamp_fields(schema: dict[str, Any]) -> tuple[str, ...]:
-    fields = []
-    for fld in schema["fields"]:
-        types = fld["type"] if isinstance(fld["type"], list) else [fld["type"]]
-        if any(isinstance(t, dict) and t.get("logicalType") == "timestamp-millis" for t in types):
-            fields.append(fld["name"])
-    return tuple(fields)
+def _without_timestamp_logic(node: Any) -> Any:
+    """The schema with ``timestamp-millis`` read as the plain ``long`` it is on the wire."""
+    if isinstance(node, dict):
+        if node.get("logicalType") == "timestamp-millis":
+            return node["type"]
+        return {k: _without_timestamp_logic(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_without_timestamp_logic(v) for v in node]
+    return node
 
 
 @cache
-def _ts_fields(name: str) -> tuple[str, ...]:
-    return _timestamp_fields(load_schema(name))
+def _parsed_for_reading(name: str) -> Any:
+    # Same bytes, same fields: only the datetime round trip (and its cost) is gone.
+    return fastavro.parse_schema(_without_timestamp_logic(load_schema(name)))
 
 
 def encode(name: str, record: dict[str, Any]) -> bytes:
@@ -100,12 +102,6 @@ def encode(name: str, record: dict[str, Any]) -> bytes:
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise EncodeError(f"{name}: {exc}") from exc
     return buf.getvalue()
-
-
-def _millis(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
-    return value
 
 
 def decode(data: bytes | None) -> tuple[str, dict[str, Any]]:
@@ -123,13 +119,11 @@ def decode(data: bytes | None) -> tuple[str, dict[str, Any]]:
     body = io.BytesIO(data)
     body.seek(_HEADER.size)
     try:
-        record = fastavro.schemaless_reader(body, _parsed(name), None)
+        record = fastavro.schemaless_reader(body, _parsed_for_reading(name), None)
     except (EOFError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, OverflowError) as exc:
         raise DecodeError(f"body does not match schema {name} (id {schema_id}): {type(exc).__name__}: {exc}") from exc
     if body.tell() != len(data):
         raise DecodeError(f"{len(data) - body.tell()} trailing bytes after a {name} body")
-    for fld in _ts_fields(name):
-        record[fld] = _millis(record[fld])
     return name, record  # type: ignore[return-value]
 
 
