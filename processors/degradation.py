@@ -93,6 +93,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from processors.base import pack_array, unpack_array
+
 __all__ = ["DegradationAlarm", "DegradationDetector", "format_reason"]
 
 
@@ -386,8 +390,10 @@ class DegradationDetector:
             "success": [sc.good, sc.bad, sc.pending_good, sc.pending_bad, sc.statistic],
             "errors": [ec.good, ec.bad, ec.pending_good, ec.pending_bad, ec.statistic],
             "reward": [rc.n, rc.mean, rc.m2, rc.pending_n, rc.pending_sum, rc.pending_sq, rc.statistic],
-            "recent": [[ok, r] for ok, r in self._recent],
-            "recent_events": list(self._recent_events),
+            # Compact forms ("1"/"0" text, packed floats): the state is written to the changelog often.
+            "recent_ok": "".join("1" if ok else "0" for ok, _ in self._recent),
+            "recent_reward": pack_array(np.fromiter((r for _, r in self._recent), float, len(self._recent))),
+            "recent_events": "".join("1" if e else "0" for e in self._recent_events),
         }
 
     @classmethod
@@ -402,6 +408,13 @@ class DegradationDetector:
         det._reward = _GaussianChannel(
             det.reward_shift, int(n), float(mean), float(m2), int(pn), float(ps), float(pq), float(st)
         )
-        det._recent = deque(((bool(ok), float(r)) for ok, r in data["recent"]), maxlen=det.window)
-        det._recent_events = deque((bool(x) for x in data["recent_events"]), maxlen=det.window)
+        if "recent" in data:  # state written before the compact form
+            recent = [(bool(ok), float(r)) for ok, r in data["recent"]]
+        else:
+            rewards = unpack_array(data["recent_reward"]).tolist()
+            recent = [(ch == "1", r) for ch, r in zip(data["recent_ok"], rewards, strict=True)]
+        det._recent = deque(recent, maxlen=det.window)
+        events = data["recent_events"]
+        flags = (ch == "1" for ch in events) if isinstance(events, str) else (bool(x) for x in events)
+        det._recent_events = deque(flags, maxlen=det.window)
         return det

@@ -18,7 +18,15 @@ Rules (DESIGN section 4, issue 3):
 * when the active arm's degradation test (:mod:`processors.degradation`) fires:
   ``Rollback`` to the other arm with the highest Q and ``n >= rollback_min_n``,
   a critical ``Alert`` and the new ``ActiveVariant``; with no eligible target (or
-  only targets in cooldown) the Alert says why and the variant stays.
+  only targets in cooldown) the Alert says why and the variant stays;
+* that critical Alert reports an event (a detected change), not a lasting
+  condition, so it resolves (same fingerprint, ``status`` ``resolved``,
+  ``ends_at``) once the episode is over: when another variant is activated for
+  the agent/task (promotion, approval, the next rollback), or when the variant
+  active since the alarm has its own evidence, i.e. ``cooldown_ms`` have passed
+  and it has ``cooldown_min_outcomes`` outcomes since the alarm, the same rule
+  that ends the rollback cooldown. Until then it inhibits the agent's warnings;
+  a lasting degradation is the assurance cases' to report after that.
 
 Examples
 --------
@@ -37,14 +45,15 @@ True
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from processors.base import Emission, derive_id, make_alert, short_hex
+from processors.base import _NAMESPACE, Emission, make_alert, short_hex
 from processors.degradation import DegradationAlarm, DegradationDetector
 from processors.qvalues import ArmStats
-from processors.safety import AUTO_APPLY, HUMAN_APPROVAL, decide, prob_beats
+from processors.safety import AUTO_APPLY, HUMAN_APPROVAL, classify, decide, prob_beats
 
 __all__ = ["LearningLoop", "LearningSettings"]
 
@@ -105,6 +114,28 @@ class ExternalAlarm:
     metrics: dict[str, float]
 
 
+_UUID5_PREFIX = hashlib.sha1(_NAMESPACE.bytes)  # noqa: S324 - UUID version 5 is defined on SHA-1
+
+
+def derive_id(*parts: object) -> str:
+    """:func:`processors.base.derive_id`, the same UUID 5, at a quarter of the cost (one per QValue).
+
+    The namespace's hash state is computed once and the UUID text is built from the digest directly,
+    without a ``uuid.UUID`` object.
+
+    >>> from processors.base import derive_id as reference
+    >>> derive_id("qvalue", "e-1", "v1") == reference("qvalue", "e-1", "v1")
+    True
+    """
+    h = _UUID5_PREFIX.copy()
+    h.update("\x1f".join(str(p) for p in parts).encode())
+    b = bytearray(h.digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50  # version 5
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = b.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def _day(ts: int) -> str:
     return datetime.fromtimestamp(ts / 1000, tz=timezone.utc).strftime("%Y%m%d")
 
@@ -127,6 +158,11 @@ class LearningLoop:
         self.promoted_at: dict[str, int] = {}  # variant -> arm.n when it became active
         self.last_published: dict[str, int] = {}
         self.offsets: dict[str, int] = {}
+        # Firing rollback alerts of this agent/task by fingerprint, until they resolve (module docstring): what
+        # the resolved Alert repeats (title, labels, starts_at), the variant active since the alarm ("watch")
+        # and its n then ("n0"). Every open alert watches the active variant: an activation resolves them all.
+        self.open_alerts: dict[str, dict[str, Any]] = {}
+        self._offset_keys: dict[tuple[Any, ...], str] = {}
 
     # -- replay protection ---------------------------------------------------------------------------
 
@@ -134,7 +170,10 @@ class LearningLoop:
         """True when ``offset`` was already applied; otherwise record it. ``offset`` ends with the offset."""
         if offset is None:
             return False
-        key = ":".join([kind, *(str(p) for p in offset[:-1])])
+        head = (kind, *offset[:-1])
+        key = self._offset_keys.get(head)
+        if key is None:
+            key = self._offset_keys[head] = ":".join([kind, *(str(p) for p in offset[:-1])])
         if offset[-1] <= self.offsets.get(key, -1):
             return True
         self.offsets[key] = int(offset[-1])
@@ -167,7 +206,13 @@ class LearningLoop:
         own = self.arms[current].n - self.promoted_at.get(current, 0)
         return ts - last < self.settings.cooldown_ms or own < self.settings.cooldown_min_outcomes
 
-    def _activate(self, variant: str, reason: str, ts: int, cause: str, cause_id: str | None) -> Emission:
+    def _activate(self, variant: str, reason: str, ts: int, cause: str, cause_id: str | None) -> list[Emission]:
+        """Make ``variant`` active; a new choice ends the episode of any open rollback alert."""
+        out = self._resolve_alerts(ts, cause, f"{variant} activated ({reason})") if self.open_alerts else []
+        out.append(self._activation(variant, reason, ts, cause, cause_id))
+        return out
+
+    def _activation(self, variant: str, reason: str, ts: int, cause: str, cause_id: str | None) -> Emission:
         previous = self.active
         self.active = variant
         self.promoted_at[variant] = self._arm(variant).n
@@ -219,10 +264,21 @@ class LearningLoop:
         if challenger and arm.q >= s.auto_apply_q - 1e-9 and arm.n >= s.auto_apply_n:
             act = self.arms[self.active]  # type: ignore[index]
             p_beats = prob_beats(arm.successes, arm.failures, act.successes, act.failures)
+        degraded = self._degraded(variant)
+        thresholds = (s.auto_apply_q, s.auto_apply_n, s.approval_q, s.approval_n, s.promotion_probability)
+        # The decision alone first: it is published only when it changes, so the reasoning (string formatting,
+        # most of decide's cost) is built only then.
+        decision = classify(arm.q, arm.n, degraded, p_beats, *thresholds)
+        cooled = decision == AUTO_APPLY and challenger and self._in_cooldown(self.active, variant, ts)  # type: ignore[arg-type]
+        if cooled:
+            decision = HUMAN_APPROVAL
+        previous = self.decisions.get(variant)
+        if decision == previous:
+            return []
         d = decide(
             arm.q,
             arm.n,
-            degraded=self._degraded(variant),
+            degraded=degraded,
             p_beats_active=p_beats,
             active_variant=self.active if challenger else None,
             auto_apply_q=s.auto_apply_q,
@@ -231,13 +287,9 @@ class LearningLoop:
             approval_n=s.approval_n,
             promotion_probability=s.promotion_probability,
         )
-        decision, reasoning = d.decision, d.reasoning
-        if decision == AUTO_APPLY and challenger and self._in_cooldown(self.active, variant, ts):  # type: ignore[arg-type]
-            decision = HUMAN_APPROVAL
+        reasoning = d.reasoning
+        if cooled:
             reasoning += f", but within the rollback cooldown between {self.active} and {variant}: needs human approval"
-        previous = self.decisions.get(variant)
-        if decision == previous:
-            return []
         self.decisions[variant] = decision
         self.proposed.pop(variant, None)
         out = [
@@ -269,7 +321,7 @@ class LearningLoop:
             )
         ]
         if decision == AUTO_APPLY and challenger:
-            out.append(self._activate(variant, "auto_apply", ts, cause, derive_id("decision", cause, variant)))
+            out += self._activate(variant, "auto_apply", ts, cause, derive_id("decision", cause, variant))
         elif decision == HUMAN_APPROVAL and challenger:
             proposal_id = f"prop-{_day(ts)}-{short_hex('proposal', cause, variant)}"
             self.proposals[proposal_id] = variant
@@ -318,21 +370,11 @@ class LearningLoop:
                 if candidates
                 else f"no other variant has n >= {s.rollback_min_n}"
             )
-            return [
-                make_alert(
-                    source="rollback",
-                    status="firing",
-                    severity="critical",
-                    title=f"{self._key()}: {variant} degraded, no rollback",
-                    labels=labels,
-                    ts=ts,
-                    starts_at=ts,
-                    cause=cause,
-                    message=f"{alarm.reason}; {alarm.trigger} {alarm.statistic:.2f} > {alarm.threshold:g}; "
-                    f"kept {variant}: {why}",
-                    evidence=evidence,
-                )
-            ]
+            title = f"{self._key()}: {variant} degraded, no rollback"
+            message = (
+                f"{alarm.reason}; {alarm.trigger} {alarm.statistic:.2f} > {alarm.threshold:g}; kept {variant}: {why}"
+            )
+            return [self._open_alert(title, labels, message, evidence, variant, ts, cause)]
         target = max(eligible)[1]
         rollback_id = f"rb-{_day(ts)}-{short_hex('rollback', cause)}"
         self.last_rollback[self._pair(variant, target)] = ts
@@ -355,19 +397,86 @@ class LearningLoop:
                 "degradation_metrics": evidence,
             },
         )
+        # Earlier alerts end with this new choice of variant; resolved before the new one fires, which may share
+        # their fingerprint (the same variant degraded again).
+        out = self._resolve_alerts(ts, cause, f"{target} activated by rollback {rollback_id}")
+        out.append(rollback)
+        title = f"{self._key()}: rolled back {variant} -> {target}"
+        message = f"{rollback_id}: {alarm.reason}; {alarm.trigger} {alarm.statistic:.2f} > {alarm.threshold:g}"
+        out.append(self._open_alert(title, labels, message, evidence, target, ts, cause))
+        out.append(self._activation(target, "rollback", ts, cause, rollback_id))
+        return out
+
+    def _open_alert(
+        self,
+        title: str,
+        labels: dict[str, str],
+        message: str,
+        evidence: dict[str, float],
+        watch: str,
+        ts: int,
+        cause: str,
+    ) -> Emission:
+        """The firing critical rollback alert, remembered until it resolves; ``watch`` is active after the alarm."""
         alert = make_alert(
             source="rollback",
             status="firing",
             severity="critical",
-            title=f"{self._key()}: rolled back {variant} -> {target}",
+            title=title,
             labels=labels,
             ts=ts,
             starts_at=ts,
             cause=cause,
-            message=f"{rollback_id}: {alarm.reason}; {alarm.trigger} {alarm.statistic:.2f} > {alarm.threshold:g}",
+            message=message,
             evidence=evidence,
         )
-        return [rollback, alert, self._activate(target, "rollback", ts, cause, rollback_id)]
+        self.open_alerts[alert.value["fingerprint"]] = {
+            "title": title,
+            "labels": dict(labels),
+            "starts_at": ts,
+            "watch": watch,
+            "n0": self._arm(watch).n,
+        }
+        return alert
+
+    def _resolve_alerts(self, ts: int, cause: str, why: str, fingerprints: list[str] | None = None) -> list[Emission]:
+        """Resolve open rollback alerts (all, or ``fingerprints``): same fingerprint, ``ends_at``, ``why``."""
+        chosen = list(self.open_alerts) if fingerprints is None else fingerprints
+        out = [
+            make_alert(
+                source="rollback",
+                status="resolved",
+                severity="critical",
+                title=info["title"],
+                labels=info["labels"],
+                ts=ts,
+                starts_at=int(info["starts_at"]),
+                cause=cause,
+                message=f"resolved: {why}",
+                ends_at=ts,
+            )
+            for info in (self.open_alerts.pop(fp) for fp in chosen)
+        ]
+        return out
+
+    def _settled(self, variant: str, ts: int, cause: str) -> list[Emission]:
+        """Resolve the open alerts once ``variant``, active since their alarm, has its own evidence."""
+        s = self.settings
+        n = self.arms[variant].n
+        done = [
+            fp
+            for fp, info in self.open_alerts.items()
+            if info["watch"] == variant
+            and ts - int(info["starts_at"]) >= s.cooldown_ms
+            and n - int(info["n0"]) >= s.cooldown_min_outcomes
+        ]
+        if not done:
+            return []
+        why = (
+            f"{variant} has its own evidence: {s.cooldown_min_outcomes} outcomes and {s.cooldown_ms / 60_000:g} min "
+            "since the alarm"
+        )
+        return self._resolve_alerts(ts, cause, why, done)
 
     # -- inputs -------------------------------------------------------------------------------------
 
@@ -381,13 +490,15 @@ class LearningLoop:
         out: list[Emission] = []
         arm = self._arm(variant)
         if self.active is None:
-            out.append(self._activate(variant, "first_seen", ts, cause, None))
+            out.append(self._activation(variant, "first_seen", ts, cause, None))
         success, reward = bool(event["success"]), float(event["reward"])
         arm.update(success, reward, alpha=self.settings.alpha, gamma=self.settings.gamma, max_next_q=max_next_q)
         alarm = self.detectors[variant].update(success, reward)
         out += self._qvalue(variant, ts, cause)
         if alarm is not None:
             out += self._on_alarm(variant, alarm, ts, cause)
+        elif self.open_alerts and variant == self.active:
+            out += self._settled(variant, ts, cause)
         out += self._decide(variant, ts, cause)
         return out
 
@@ -429,7 +540,7 @@ class LearningLoop:
         variant = self.proposals.pop(event["proposal_id"], None)
         if variant is None or not event["approved"] or variant == self.active:
             return []
-        return [self._activate(variant, "approval", int(event["ts"]), event["event_id"], event["proposal_id"])]
+        return self._activate(variant, "approval", int(event["ts"]), event["event_id"], event["proposal_id"])
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -449,6 +560,7 @@ class LearningLoop:
             "promoted_at": dict(self.promoted_at),
             "last_published": dict(self.last_published),
             "offsets": dict(self.offsets),
+            "open_alerts": {fp: dict(info) for fp, info in self.open_alerts.items()},
         }
 
     @classmethod
@@ -467,6 +579,8 @@ class LearningLoop:
         loop.promoted_at = {k: int(v) for k, v in data["promoted_at"].items()}
         loop.last_published = {k: int(v) for k, v in data["last_published"].items()}
         loop.offsets = {k: int(v) for k, v in data["offsets"].items()}
+        # Absent from state written before alerts resolved.
+        loop.open_alerts = {fp: dict(info) for fp, info in data.get("open_alerts", {}).items()}
         return loop
 
 

@@ -95,6 +95,7 @@ class AgentPipeline:
         elif record_type == "AgentError":
             task = record.get("task_type")
             out = self.loops[task].on_error(record, offset) if task in self.loops else []
+            out += self._follow(out)  # an error alarm's rollback alert inhibits like any other
             out += self.errors.on_error(record, offset)
             out += self.assurance.on_error(record, offset)
         elif record_type == "AgentMetric":
@@ -105,6 +106,7 @@ class AgentPipeline:
             task = record.get("task_type")
             loops = [self.loops[task]] if task in self.loops else list(self.loops.values())
             out = [e for loop in loops for e in loop.on_approval(record, offset)]
+            out += self._follow(out)  # an approval may resolve a rollback alert: its inhibition ends
         elif record_type == "Command":
             out = self.on_command(record)
         else:

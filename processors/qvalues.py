@@ -54,6 +54,13 @@ def step_size(n: int, alpha: float) -> float:
     return max(1.0 / n, alpha) if n > 0 else 1.0
 
 
+def _outcomes(stored: str | list[Any]) -> deque[bool]:
+    """``last_outcomes`` as :meth:`ArmStats.to_dict` wrote it: ``"1101"`` (or a list, from older state)."""
+    if isinstance(stored, str):
+        return deque(ch == "1" for ch in stored)
+    return deque(bool(x) for x in stored)
+
+
 @dataclass
 class ArmStats:
     """Learning state of one arm; every field is JSON-compatible through :meth:`to_dict`.
@@ -151,7 +158,9 @@ class ArmStats:
             "reward_m2": self.reward_m2,
             "errors": self.errors,
             "last_alpha": self.last_alpha,
-            "last_outcomes": list(self.last_outcomes),
+            # "1"/"0" text: state is written to the changelog often, and a JSON list of booleans costs
+            # several times more to encode.
+            "last_outcomes": "".join("1" if ok else "0" for ok in self.last_outcomes),
         }
 
     @classmethod
@@ -166,5 +175,5 @@ class ArmStats:
             reward_m2=float(data["reward_m2"]),
             errors=int(data["errors"]),
             last_alpha=float(data["last_alpha"]),
-            last_outcomes=deque(bool(x) for x in data["last_outcomes"]),
+            last_outcomes=_outcomes(data["last_outcomes"]),
         )

@@ -41,7 +41,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["AUTO_APPLY", "HUMAN_APPROVAL", "NO_ACTION", "SafetyDecision", "decide", "prob_beats", "prob_beta_greater"]
+__all__ = [
+    "AUTO_APPLY",
+    "HUMAN_APPROVAL",
+    "NO_ACTION",
+    "SafetyDecision",
+    "classify",
+    "decide",
+    "prob_beats",
+    "prob_beta_greater",
+]
 
 AUTO_APPLY = "auto_apply"
 HUMAN_APPROVAL = "human_approval"
@@ -110,6 +119,37 @@ class SafetyDecision:
     decision: str
     reasoning: str
     p_beats_active: float | None = None
+
+
+def classify(
+    q: float,
+    n: int,
+    degraded: bool = False,
+    p_beats_active: float | None = None,
+    auto_apply_q: float = 0.9,
+    auto_apply_n: int = 10,
+    approval_q: float = 0.7,
+    approval_n: int = 5,
+    promotion_probability: float = 0.95,
+) -> str:
+    """The decision :func:`decide` makes, without its reasoning string.
+
+    The learning loop re-decides after every outcome but publishes only changes; formatting the
+    reasoning each time would cost more than the rule. ``tests/unit/test_learning.py`` checks over a grid
+    of inputs that it agrees with :func:`decide`.
+
+    >>> classify(0.9, 10), classify(0.95, 12, p_beats_active=0.33), classify(0.7, 5), classify(0.99, 4)
+    ('auto_apply', 'human_approval', 'human_approval', 'no_action')
+    """
+    if n < approval_n:
+        return NO_ACTION
+    if q >= auto_apply_q - _EPS and n >= auto_apply_n:
+        if degraded or (p_beats_active is not None and p_beats_active < promotion_probability):
+            return HUMAN_APPROVAL
+        return AUTO_APPLY
+    if q >= approval_q - _EPS:
+        return HUMAN_APPROVAL
+    return NO_ACTION
 
 
 def decide(

@@ -8,10 +8,32 @@ changelog partition is the key's partition, which is also its input
 partition). It records the input offsets it applied, so a replay after a
 crash applies nothing twice.
 
-Inputs are taken in batches (``take_events``): each agent's state is read and
-written once per batch, not once per event, and emissions go out through one
-idempotent confluent-kafka producer that is flushed before the batch is acked,
-so nothing acknowledged is ever lost.
+Inputs are taken in batches (``take_events``) and applied to live pipelines
+held in memory. A changed agent's state is written to the table at most every
+``[worker] state_interval`` seconds (a *checkpoint*), not after every batch:
+serialising a pipeline costs about as much as applying a few dozen events.
+
+Offsets. Faust commits the offsets of acknowledged messages only, so the
+worker acknowledges an input only once its effect is durable:
+
+1. a checkpoint snapshots the encoded states of the changed agents together
+   with the inputs applied since the last checkpoint (nothing runs in between:
+   both are taken in one synchronous step of the event loop);
+2. it flushes the emission producer, so every output of those inputs is
+   delivered before a state that says "applied" can exist (a replay skips
+   applied inputs, so their outputs must not be lost);
+3. it writes the snapshot to the table and flushes Faust's producer, so the
+   changelog holds it;
+4. only then it acknowledges those inputs, and Faust may commit them (Faust
+   also flushes its producer before every commit).
+
+A crash between checkpoints loses only unacknowledged work: the restarted
+worker reads the last checkpointed states from the changelog, resumes from the
+committed offsets (never beyond them), skips what the states already applied
+and redoes the rest with the same deterministic output ids. A rebalance
+checkpoints every changed agent before the partitions go (so the next owner
+replays little) and drops the pending acknowledgements: those partitions'
+offsets are the next owner's to commit.
 """
 
 from __future__ import annotations
@@ -23,6 +45,7 @@ import os
 import socket
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -38,6 +61,9 @@ from streams.topics import TOPICS
 
 log = logging.getLogger("reverify.worker")
 
+# The longest the checkpoint encodes states without letting the event loop run (inputs, heartbeats).
+_SLICE_SECONDS = 0.005
+
 INPUTS = ("agent.outcomes", "agent.errors", "agent.metrics", "control.approvals", "control.commands")
 EXPECTED = {
     "agent.outcomes": "AgentOutcome",
@@ -48,11 +74,26 @@ EXPECTED = {
 }
 
 
+@dataclass(frozen=True)
+class WorkerSettings:
+    """``[worker]`` in reverify.toml (or ``REVERIFY_WORKER__STATE_INTERVAL=0.5`` ...).
+
+    ``state_interval``: seconds between checkpoints of changed agent states (and so between offset commits);
+    a crash redoes at most about this much work. ``batch_size`` / ``batch_within``: the input batch bound
+    (events, seconds); ``batch_within`` bounds the latency a quiet stream adds.
+    """
+
+    state_interval: float = 1.0
+    batch_size: int = 2000
+    batch_within: float = 0.05
+
+
 class PipelineShell:
     """Moves bytes between Kafka and :class:`processors.pipeline.AgentPipeline`; decides nothing."""
 
     def __init__(self, settings: Settings, table: Any) -> None:
         self.settings = settings
+        self.worker_settings = settings.section("worker", WorkerSettings)
         self.table = table
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.producer = Producer(
@@ -70,6 +111,11 @@ class PipelineShell:
         # Live pipelines of the agents this worker owns; the table is the durable copy, read only after a
         # (re)assignment, because rebuilding a pipeline (drift calibration) costs far more than applying a batch.
         self.cache: dict[str, AgentPipeline] = {}
+        # Agents changed since their state was last written, and the input messages applied since the last
+        # checkpoint (acknowledged only once their effect is in the changelog; see the module docstring).
+        self.dirty: set[str] = set()
+        self.unacked: list[Any] = []
+        self._checkpoint_lock = asyncio.Lock()
 
     def load(self, agent: str) -> AgentPipeline:
         pipeline = self.cache.get(agent)
@@ -82,17 +128,55 @@ class PipelineShell:
             self.cache[agent] = pipeline
         return pipeline
 
-    def store(self, agent: str, pipeline: AgentPipeline) -> None:
-        self.table[agent.encode()] = json.dumps(pipeline.to_dict(), separators=(",", ":")).encode()
+    @staticmethod
+    def encode_state(pipeline: AgentPipeline) -> bytes:
+        return json.dumps(pipeline.to_dict(), separators=(",", ":")).encode()
+
+    async def checkpoint(self, app: faust.App, *, ack: bool = True) -> None:
+        """Write changed states to the changelog, then acknowledge the inputs they cover (module docstring)."""
+        async with self._checkpoint_lock:
+            # The inputs to acknowledge and the agents to write are taken together. A state encoded later
+            # holds at least the effect of every one of these inputs (states only move forward), so the
+            # encoding may yield to the event loop between agents and not hold up a rollback for the whole
+            # snapshot; agents changed meanwhile are dirty again and written at the next checkpoint too.
+            messages, self.unacked = self.unacked, []
+            agents, self.dirty = self.dirty, set()
+            if not agents and not messages:
+                return
+            states: dict[str, bytes] = {}
+            slice_end = time.monotonic() + _SLICE_SECONDS
+            for agent in agents:
+                pipeline = self.cache.get(agent)
+                if pipeline is not None:
+                    states[agent] = self.encode_state(pipeline)
+                if time.monotonic() > slice_end:
+                    await asyncio.sleep(0)
+                    slice_end = time.monotonic() + _SLICE_SECONDS
+            # Every output of what those states applied was produced before this point: deliver it first, or a
+            # replay would skip inputs whose outputs were lost.
+            left = await asyncio.get_running_loop().run_in_executor(None, self.flush)
+            if left:
+                raise RuntimeError(f"{left} emissions could not be delivered; stopping before acking their inputs")
+            for agent, raw in states.items():
+                self.table[agent.encode()] = raw
+            await flush_faust_producer(app)
+            if ack:
+                consumer = app.consumer
+                for message in messages:
+                    message.ack(consumer)
 
     def process(self, events: list[Any]) -> None:
-        """Apply one batch: group by agent, apply in offset order, store each agent once."""
+        """Apply one batch: group by agent, apply in offset order; the states are written by :meth:`checkpoint`."""
         started = time.monotonic()
         by_agent: dict[str, list[tuple[str, dict[str, Any], tuple[int, int]]]] = defaultdict(list)
         now_ms = int(time.time() * 1000)
         oldest_ts = now_ms
         for event in events:
             message = event.message
+            # One more reference, so that take_events' ack after this batch does not acknowledge the message:
+            # the checkpoint that makes its effect durable does (module docstring).
+            message.incref()
+            self.unacked.append(message)
             topic = self._logical.get(message.topic, message.topic)
             metrics.EVENTS_CONSUMED.labels(topic).inc()
             parsed = self._parse(topic, message)
@@ -106,7 +190,8 @@ class PipelineShell:
             pipeline = self.load(agent)
             for record_type, record, offset in items:
                 self.emit(pipeline.on_event(record_type, record, offset))
-            self.store(agent, pipeline)
+            self.dirty.add(agent)
+        self.producer.poll(0)
         metrics.BATCH_SIZE.observe(len(events))
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         metrics.PROCESSING_DELAY.observe(max(0.0, time.time() - oldest_ts / 1000))
@@ -134,7 +219,7 @@ class PipelineShell:
             emissions = pipeline.tick(now_ms)
             if emissions:
                 self.emit(emissions)
-                self.store(agent, pipeline)
+                self.dirty.add(agent)
 
     def dead_letter(self, topic: str, message: Any, reason: str, error_type: str) -> None:
         metrics.DECODE_FAILURES.labels(topic, error_type).inc()
@@ -165,10 +250,21 @@ class PipelineShell:
                 except BufferError:
                     self.producer.poll(0.05)
             metrics.EVENTS_PRODUCED.labels(emission.topic).inc()
-        self.producer.poll(0)
 
     def flush(self) -> int:
         return self.producer.flush(30)
+
+
+async def flush_faust_producer(app: faust.App) -> None:
+    """Wait until Faust's producer (the table changelog) has delivered everything it was given.
+
+    ``Producer.flush`` drains its send buffer only while messages keep leaving within 0.1 s, so it is
+    repeated until the buffer is empty; the final call then flushes the Kafka client itself.
+    """
+    producer = app.producer
+    await producer.flush()
+    while producer.buffer.size:
+        await producer.flush()
 
 
 def _key_text(key: Any) -> str:
@@ -195,7 +291,11 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
         datadir=os.path.join(settings.data_dir, "faust"),
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
+        # Offsets are committed for acknowledged messages only, and the worker acknowledges a message only when
+        # the checkpoint holding its effect is in the changelog (PipelineShell.checkpoint), so Faust's own commit
+        # cadence is safe; it is kept near the checkpoint interval so that a restart replays little.
         broker_commit_every=1000,
+        broker_commit_interval=1.0,
         # A short session makes a group (re)join quick: the embedded broker, like Kafka's initial rebalance
         # delay, waits about half the session timeout before it completes a join.
         broker_session_timeout=6.0,
@@ -212,32 +312,40 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
     )
     shell = PipelineShell(settings, table)
     app.reverify_shell = shell  # type: ignore[attr-defined]
+    worker_settings = shell.worker_settings
 
     @app.agent(inputs, name="pipeline")
     async def pipeline(stream: faust.StreamT) -> None:
-        loop = asyncio.get_running_loop()
-        # Large batches amortise the per-agent state write; `within` bounds the added latency.
-        async for events in stream.take_events(2000, within=0.1):
+        # Batches amortise the per-agent grouping and the event loop's overhead; `within` bounds the added latency.
+        async for events in stream.take_events(worker_settings.batch_size, within=worker_settings.batch_within):
             shell.process(list(events))
-            left = await loop.run_in_executor(None, shell.flush)
-            if left:
-                raise RuntimeError(f"{left} emissions could not be delivered; stopping before acking their inputs")
+
+    @app.timer(interval=worker_settings.state_interval)
+    async def checkpoint() -> None:
+        await shell.checkpoint(app)
 
     @app.on_partitions_revoked.connect
     async def forget(_app: Any, revoked: Any, **kwargs: Any) -> None:
+        # Changed states go to the changelog before the partitions do, so the next owner (maybe this worker)
+        # finds them and replays little. The pending acks are dropped: Faust has already forgotten the revoked
+        # partitions' acks, and their offsets are the next owner's to commit (after its own checkpoints).
+        await shell.checkpoint(app, ack=False)
         shell.cache.clear()  # another worker may own these agents now; the table is the truth
 
     @app.on_partitions_assigned.connect
     async def reload(_app: Any, assigned: Any, **kwargs: Any) -> None:
         shell.cache.clear()
+        shell.dirty.clear()
+        shell.unacked.clear()
 
     @app.timer(interval=1.0)
     async def tick() -> None:
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == settings.topic(INPUTS[0])}
         agents = [_key_text(k) for k in list(table.keys()) if _partition_of(table, k) in owned]
         if agents:
+            # Delivered in the background; the next checkpoint flushes them before writing the states they changed.
             shell.tick(int(time.time() * 1000), agents)
-            await asyncio.get_running_loop().run_in_executor(None, shell.flush)
+            shell.producer.poll(0)
 
     if serve_queries:
         _add_query_page(app, settings)

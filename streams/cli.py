@@ -163,7 +163,8 @@ def _start_demo(settings: Settings, stop: threading.Event, rate: float) -> threa
     from streams.simulate import Fleet, FleetSpec, run
 
     def demo() -> None:
-        fleet = Fleet(FleetSpec(agents=4, tasks=2, variants=3, seed=7, degrade_after=150, drift_after=250))
+        # At 200 outcomes/s: v0 degrades after ~6 s, intent_score drifts after ~28 s (once baselines are learned)
+        fleet = Fleet(FleetSpec(agents=4, tasks=2, variants=3, seed=7, degrade_after=150, drift_after=700))
         with AgentEvents(settings=settings) as events, VariantRouter(settings=settings) as router:
             run(events, fleet, router.variant_for, steps=None, rate=rate, stop=stop)
 

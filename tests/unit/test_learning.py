@@ -189,3 +189,142 @@ def test_replay_applies_nothing_twice_and_ids_are_deterministic() -> None:
     assert restored.to_dict() == a.to_dict()
     assert restored.on_outcome(events[5], offset=(3, 5)) == []
     assert restored.on_outcome(events[5], offset=(4, 5)) != []  # another partition is its own sequence
+
+
+def _alerts(out: list[Emission], status: str) -> list[dict[str, Any]]:
+    return [a for a in of(out, "Alert") if a["status"] == status]
+
+
+def test_rollback_alert_resolves_once_the_new_variant_has_its_own_evidence() -> None:
+    s = LearningSettings(cooldown_ms=60_000, cooldown_min_outcomes=20)
+    loop = LearningLoop("a", "t", s)
+    feed(loop, [outcome("v1", True)])
+    feed(loop, [outcome("v2", i % 5 != 0) for i in range(30)])
+    out = _degrade(loop, "v1")
+    (fired,) = _alerts(out, "firing")
+    assert loop.active == "v2" and fired["title"] == "a/t: rolled back v1 -> v2"
+    alarm_ts = fired["ts"]
+    # 19 outcomes of v2 after the cooldown, then v1 outcomes long after: not enough of v2's own evidence.
+    out = feed(loop, [outcome("v2", True, ts=alarm_ts + 70_000 + i) for i in range(19)])
+    out += feed(loop, [outcome("v1", True, ts=alarm_ts + 80_000 + i) for i in range(5)])
+    assert of(out, "Alert") == []
+    # 40 outcomes of v2 but within the cooldown: still firing.
+    fresh = LearningLoop.from_dict(json.loads(json.dumps(loop.to_dict())), s)
+    assert of(feed(fresh, [outcome("v2", True, ts=alarm_ts + 100 + i) for i in range(40)]), "Alert") == []
+    # The 20th outcome of v2 after the cooldown resolves it: same fingerprint and labels, ends_at, once.
+    out = feed(loop, [outcome("v2", True, ts=alarm_ts + 90_000)])
+    (resolved,) = of(out, "Alert")
+    assert resolved["status"] == "resolved" and resolved["fingerprint"] == fired["fingerprint"]
+    assert resolved["labels"] == fired["labels"] and resolved["severity"] == "critical"
+    assert resolved["starts_at"] == fired["starts_at"] and resolved["ends_at"] == alarm_ts + 90_000
+    assert "v2 has its own evidence" in resolved["message"]
+    assert of(feed(loop, [outcome("v2", True, ts=alarm_ts + 90_001 + i) for i in range(50)]), "Alert") == []
+    assert loop.open_alerts == {}
+
+
+def test_no_rollback_alert_resolves_when_another_variant_is_activated() -> None:
+    loop = LearningLoop("a", "t", LearningSettings(cooldown_ms=3_600_000))
+    out = _degrade(loop, "solo")
+    (fired,) = _alerts(out, "firing")
+    assert fired["title"] == "a/t: solo degraded, no rollback"
+    # A challenger reaches human_approval; approving it activates it and ends the episode.
+    out = feed(loop, [outcome("new", True, ts=TS0 + 5000 + i) for i in range(6)])
+    (proposal,) = of(out, "Proposal")
+    approval = {"event_id": "ap-9", "ts": TS0 + 6000, "proposal_id": proposal["proposal_id"], "approved": True}
+    act = loop.on_approval(approval, offset=("control.approvals", 0, 1))
+    encode_all(act)
+    assert [e.record_type for e in act] == ["Alert", "ActiveVariant"]
+    resolved = act[0].value
+    assert resolved["status"] == "resolved" and resolved["fingerprint"] == fired["fingerprint"]
+    assert resolved["ends_at"] == TS0 + 6000 and "new activated (approval)" in resolved["message"]
+    assert loop.open_alerts == {}
+
+
+def test_a_second_rollback_resolves_the_first_alert_before_firing_its_own() -> None:
+    loop = LearningLoop("a", "t", LearningSettings(cooldown_ms=3_600_000, cooldown_min_outcomes=20))
+    feed(loop, [outcome("v1", True)])
+    feed(loop, [outcome("v2", i % 5 != 0) for i in range(30)])
+    feed(loop, [outcome("v3", i % 4 != 0) for i in range(30)])
+    first = _alerts(_degrade(loop, "v1"), "firing")[0]
+    assert loop.active == "v2"
+    # v2 degrades within the hour (the first alert is still open); v1 is in cooldown, so the rollback goes to v3.
+    second = _degrade(loop, "v2", start=5000)
+    kinds = [(e.record_type, e.value.get("status")) for e in second if e.record_type in ("Alert", "Rollback")]
+    assert kinds == [("Alert", "resolved"), ("Rollback", None), ("Alert", "firing")]
+    assert of(second, "Alert")[0]["fingerprint"] == first["fingerprint"]
+    assert of(second, "Rollback")[0]["to_variant"] == "v3" and loop.active == "v3"
+    assert list(loop.open_alerts) == [of(second, "Alert")[1]["fingerprint"]]
+
+
+def test_open_alerts_survive_a_restart_and_older_state_loads() -> None:
+    loop = LearningLoop("a", "t")
+    _degrade(loop, "solo")
+    data = json.loads(json.dumps(loop.to_dict()))
+    assert LearningLoop.from_dict(data).open_alerts == loop.open_alerts != {}
+    del data["open_alerts"]
+    assert LearningLoop.from_dict(data).open_alerts == {}
+
+
+def test_resolved_rollback_alert_lifts_the_inhibition_in_the_pipeline() -> None:
+    from processors.pipeline import AgentPipeline, PipelineConfig
+
+    config = PipelineConfig(learning=LearningSettings(cooldown_ms=1000, cooldown_min_outcomes=5))
+    p = AgentPipeline("a", config)
+    offsets = count()
+
+    def run(events: list[dict[str, Any]]) -> list[Emission]:
+        out: list[Emission] = []
+        for ev in events:
+            out += p.on_event("AgentOutcome", dict(ev, agent_name="a", task_type="t"), (0, next(offsets)))
+        return out
+
+    run([outcome("v1", True, ts=TS0)] + [outcome("v2", i % 5 != 0, ts=TS0) for i in range(30)])
+    run([outcome("v1", i % 10 != 0, ts=TS0 + i) for i in range(200)])
+    out: list[Emission] = []
+    for i in range(200):
+        out += run([outcome("v1", i % 4 == 0, ts=TS0 + 1000 + i)])
+        if of(out, "Rollback"):
+            break
+    (fired,) = _alerts(out, "firing")
+    assert fired["fingerprint"] in p.alerts._inhibitors
+    out = run([outcome("v2", True, ts=TS0 + 10_000 + i) for i in range(5)])
+    assert [a["status"] for a in of(out, "Alert") if a["source"] == "rollback"] == ["resolved"]
+    assert fired["fingerprint"] not in p.alerts._inhibitors
+
+
+def test_fast_ids_are_the_reference_uuid5() -> None:
+    from processors import learning
+    from processors.base import derive_id
+
+    for parts in [("qvalue", "e-1", "v1"), ("decision", "ünï", 7), ("active", "", None)]:
+        assert learning.derive_id(*parts) == derive_id(*parts)
+
+
+def test_classify_agrees_with_decide() -> None:
+    from processors.safety import classify, decide
+
+    for q in [0.0, 0.69, 0.7 - 1e-12, 0.7, 0.85, 0.9 - 1e-12, 0.9, 0.95, 1.0]:
+        for n in [0, 4, 5, 9, 10, 100]:
+            for degraded in (False, True):
+                for p_beats in (None, 0.2, 0.95, 0.99):
+                    expected = decide(q, n, degraded=degraded, p_beats_active=p_beats, active_variant="x").decision
+                    assert classify(q, n, degraded, p_beats) == expected, (q, n, degraded, p_beats)
+
+
+def test_state_is_compact_and_older_list_forms_still_load() -> None:
+    loop = LearningLoop("a", "t")
+    feed(loop, [outcome("v1", i % 3 != 0, reward=0.1 * (i % 10)) for i in range(80)])
+    data = json.loads(json.dumps(loop.to_dict()))
+    assert isinstance(data["arms"]["v1"]["last_outcomes"], str)
+    det = data["detectors"]["v1"]
+    assert isinstance(det["recent_ok"], str) and isinstance(det["recent_events"], str)
+    restored = LearningLoop.from_dict(data)
+    assert restored.to_dict() == loop.to_dict()
+    # State written before the compact form: lists of booleans and of [ok, reward] pairs.
+    old_arm = dict(data["arms"]["v1"], last_outcomes=[c == "1" for c in data["arms"]["v1"]["last_outcomes"]])
+    recent = restored.detectors["v1"]._recent
+    old_det = {k: v for k, v in det.items() if k not in ("recent_ok", "recent_reward")}
+    old_det["recent"] = [[ok, r] for ok, r in recent]
+    old_det["recent_events"] = [c == "1" for c in det["recent_events"]]
+    old = dict(data, arms={"v1": old_arm}, detectors={"v1": old_det})
+    assert LearningLoop.from_dict(old).to_dict() == loop.to_dict()
