@@ -62,12 +62,14 @@ def drive(monitors: list[DriftMonitor], values: np.ndarray) -> tuple[float, floa
 
 def window_state_bytes(m: DriftMonitor) -> int:
     """Bytes of the window state (ring, per-block sums, incremental position counts): what grows with use."""
-    arrays = (m._ring_l, m._ring_r, m._cells, m._blocks, m._block_bins, m._block_ts)
-    return sum(a.nbytes for a in arrays) + 8 * m.settings.evaluate_every  # + the pending block (list of floats)
+    arrays = [m._ring, m._blocks, m._sums, m._block_ts, m._row, m._v]
+    if m._cells is not None:  # cell counts, kept only for a configured window longer than every alarm window
+        arrays.append(m._cells)
+    return sum(a.nbytes for a in arrays) + 8 * m.settings.look_every  # + the pending block (list of floats)
 
 
 def baseline_bytes(m: DriftMonitor) -> int:
-    arrays = (m._base, m._gap_cells, m._gap_frac, m._eq_cells, m._eq_frac, m._edges, m._base_props)
+    arrays = (m._base, m._cell_table, m._cell_lr, m._edges, m._base_props, m._base_props_eps)
     return sum(a.nbytes for a in arrays)
 
 
@@ -126,15 +128,17 @@ def main() -> None:
     print(f"calibration of a further baseline: {(time.perf_counter() - t) * 1e3:.2f} ms")
 
     results = {}
-    for window in (500, 5000):
+    for window in (500, 1000, 5000):
         s = DriftSettings(window=window)
-        series = args.series if window == 500 else max(args.series // 5, 1)  # filling 5,000-value windows is slow
+        series = args.series if window == 500 else max(args.series // 5, 1)  # filling long windows is slow
         r = measure(s, series, args.values)
         results[window] = r
         print(
             f"window {window:>5}, {series} series x {args.values} values: "
             f"update {r['us_per_value_update']:.2f} us/value, "
-            f"evaluation {r['us_per_evaluation']:.1f} us (every {s.evaluate_every}), "
+            f"evaluation {r['us_per_evaluation']:.1f} us per look (every {s.look_every}; "
+            f"{r['us_per_evaluation'] * s.evaluate_every / s.look_every:.1f} us per report period of "
+            f"{s.evaluate_every}), "
             f"amortised {r['us_per_value_total']:.2f} us/value; "
             f"window state {r['window_state_kb']:.1f} KB, baseline {r['baseline_kb']:.1f} KB, "
             f"traced {r['traced_kb_per_series']:.1f} KB/series"
@@ -146,11 +150,12 @@ def main() -> None:
     print(
         "window 5000 / 500: update "
         f"{results[5000]['us_per_value_update'] / results[500]['us_per_value_update']:.2f}x, evaluation "
-        f"{results[5000]['us_per_evaluation'] / results[500]['us_per_evaluation']:.2f}x"
+        f"{results[5000]['us_per_evaluation'] / results[500]['us_per_evaluation']:.2f}x; "
+        f"5000 / 1000: evaluation {results[5000]['us_per_evaluation'] / results[1000]['us_per_evaluation']:.2f}x"
     )
     checks = {
         "update <= 2 us/value": results[500]["us_per_value_update"] <= 2.0,
-        "evaluation <= 100 us": results[500]["us_per_evaluation"] <= 100.0,
+        "evaluation <= 100 us per report period (50 values, two looks)": results[500]["us_per_evaluation"] * 2 <= 100.0,
         ">= 5x cheaper than KSWIN": k / ours >= 5,
         "window state <= 16 KB (window 500)": results[500]["window_state_kb"] <= 16,
     }

@@ -7,7 +7,6 @@ The streams are simulated with numpy; every asserted alarm comes from the real
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -84,13 +83,17 @@ def test_psi_and_ks_equal_numpy_scipy(kind: str) -> None:
     m = DriftMonitor(SETTINGS)
     for i, x in enumerate(base.tolist()):
         assert m.update(x, T0 + i) is None
-    reports = {}
+    reports, transitions = {}, {}
     for i, x in enumerate(later.tolist()):
         r = m.update(x, T0 + 1000 + i)
         if r is not None:
-            reports[i + 1] = r
-    assert sorted(reports)[0] == 50 and len(reports) == 1730 // 50
-    for seen in (50, 300, 500, 1250, 1700):
+            reports[i + 1], transitions[i + 1] = r, m.transition
+    # a report every 50 values, and one in between only where the alarm fired or resolved (an alarm look)
+    assert [k for k in reports if k % 50 == 0] == list(range(50, 1731, 50))
+    extra = [k for k in reports if k % 50]
+    assert all(k % SETTINGS.look_every == 0 and transitions[k] is not None for k in extra)
+    assert (len(extra) > 0) == (kind == "shifted")  # a 0.4 sd shift fires between reports here
+    for seen in (50, 300, 500, 1250, 1700, *extra):
         r = reports[seen]
         window = later[max(0, seen - 500) : seen]
         assert r["window_size"] == len(window)
@@ -311,15 +314,16 @@ def test_river_detectors_report_in_the_same_report() -> None:
     encode("DriftReport", reports[-1])
 
 
-def test_calibration_of_a_new_baseline_is_fast() -> None:
+def test_calibration_of_a_new_baseline_reuses_the_rank_threshold() -> None:
+    # Its cost is measured in tests/bench/bench_drift.py (timing is never asserted); here: continuous baselines
+    # share one distribution-free threshold, and a tied baseline gets its own from a bootstrap of itself.
     rng = np.random.default_rng(0)
     m = DriftMonitor(SETTINGS)
-    m.pin_baseline(rng.normal(0, 1, 1000).tolist())  # rank calibration: cached after the first
-    t = time.perf_counter()
-    DriftMonitor(SETTINGS).pin_baseline(rng.normal(5, 2, 1000).tolist())
-    assert time.perf_counter() - t < 1.0
-    t = time.perf_counter()
+    m.pin_baseline(rng.normal(0, 1, 1000).tolist())
+    other = DriftMonitor(SETTINGS)
+    other.pin_baseline(rng.normal(5, 2, 1000).tolist())
+    assert other.threshold == m.threshold
     tied = DriftMonitor(SETTINGS)
-    tied.pin_baseline(rng.integers(0, 20, 1000).astype(float).tolist())  # ties: bootstrap of this baseline
-    assert time.perf_counter() - t < 1.0
+    tied.pin_baseline(rng.integers(0, 20, 1000).astype(float).tolist())
     assert 3.0 < tied.threshold < 6.0
+    assert tied.threshold != m.threshold
