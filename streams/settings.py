@@ -47,6 +47,7 @@ class Settings:
     partitions: int = 3
     metrics_port: int = 9464
     web_port: int = 6066
+    web_bind: str = "127.0.0.1"
     sdk_max_buffer: int = 100_000
     sdk_spool_dir: str = ""
     kafka_security_protocol: str = "PLAINTEXT"
