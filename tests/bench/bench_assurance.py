@@ -3,8 +3,9 @@
 Run by hand: ``python tests/bench/bench_assurance.py [N]``. Feeds N outcomes of 100 agents through
 :class:`~processors.assurance.AssuranceEvaluator` (the per-event work of the worker) and prints events/s
 for each case count, beside the 0-case run (the routing cost alone) as the baseline.
-Cases mix evidence kinds (success rate, error rate, reward mean, p95 latency, cost) and scopes
-(one agent, every agent per value), so each outcome is relevant to about 1 % + the fleet-wide share of them.
+Cases mix evidence kinds (success rate, error rate, reward mean, p95 latency, cost) and scopes: 99 % name
+one agent (ten per agent at 1,000 cases, as a fleet would declare them) and 1 % are fleet-wide (``"*"``,
+evaluated per agent), so an outcome is relevant to its agent's cases and the fleet-wide ones.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def cases(count: int) -> list[dict]:
     out = []
     for i in range(count):
         evidence = EVIDENCE[i % len(EVIDENCE)]
-        scope = {"agent_name": f"agent{i % 100}"} if i % 10 else {"agent_name": "*"}
+        scope = {"agent_name": f"agent{i % 100}"} if i % 100 != 99 else {"agent_name": "*"}
         threshold = (
             {"threshold_max": 5000.0}
             if evidence in ("latency_p95", "cost_mean", "error_rate")

@@ -46,6 +46,18 @@ for = "0s"
 severity = "critical"
 action = "pause"
 min_evidence = 10
+
+[[assurance]]
+name = "booker_success"
+claim = "Bookings keep succeeding"
+evidence = "success_rate"
+scope = { agent_name = "booker", task_type = "book" }
+window = "20 events"
+threshold_min = 0.80
+for = "0s"
+severity = "critical"
+action = "rollback"
+min_evidence = 10
 """
 
 
@@ -168,6 +180,29 @@ def test_pause_action_reaches_a_router_in_another_process(worker: Any, e2e: Any)
         assert line.split()[3] == "0"  # a pause is not a degradation level
     finally:
         e2e.stop(probe)
+
+
+def test_rollback_action_rolls_the_active_variant_back_through_the_learning_loop(worker: Any, e2e: Any) -> None:
+    settings = worker.settings
+    rollbacks = e2e.Follower(settings, "control.rollbacks")
+    try:
+        with AgentEvents(settings=settings) as events:
+            # v1 is seen first (active); v2 has enough evidence (n >= 5) to be the target but a low Q, so the
+            # learning loop never promotes it by itself; then v1 fails, too few times for its own detector.
+            for _ in range(10):
+                events.outcome(agent_name="booker", task_type="book", variant_id="v1", success=True, reward=0.9)
+            for _ in range(8):
+                events.outcome(agent_name="booker", task_type="book", variant_id="v2", success=True, reward=0.5)
+            for _ in range(20):
+                events.outcome(agent_name="booker", task_type="book", variant_id="v1", success=False, reward=0.0)
+            assert events.flush(30) == 0
+        _, rollback = rollbacks.wait(lambda r: r["agent_name"] == "booker", timeout=60)
+        assert (rollback["from_variant"], rollback["to_variant"]) == ("v1", "v2")
+        assert rollback["trigger"] == "assurance:booker_success"
+        assert "booker_success" in rollback["reason"]
+        assert rollback["rollback_id"].startswith("rb-")
+    finally:
+        rollbacks.close()
 
 
 def test_router_takes_pause_from_pause_records_and_the_highest_level_of_any_source(worker: Any, e2e: Any) -> None:
