@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ from processors.base import Emission, derive_id
 from processors.pipeline import AgentPipeline
 from processors.validation import check_input
 from schemas import DecodeError, decode, encode
-from streams import metrics
+from streams import faust_transport, metrics
 from streams.settings import Settings
 from streams.topics import TOPICS
 
@@ -80,12 +81,14 @@ class WorkerSettings:
 
     ``state_interval``: seconds between checkpoints of changed agent states (and so between offset commits);
     a crash redoes at most about this much work. ``batch_size`` / ``batch_within``: the input batch bound
-    (events, seconds); ``batch_within`` bounds the latency a quiet stream adds.
+    (events, seconds); ``batch_within`` bounds the latency a quiet stream adds. ``fetch_max_wait_ms``: how
+    long a fetch may wait for data (see :mod:`streams.faust_transport`).
     """
 
     state_interval: float = 1.0
     batch_size: int = 2000
     batch_within: float = 0.05
+    fetch_max_wait_ms: int = 100
 
 
 class PipelineShell:
@@ -103,6 +106,7 @@ class PipelineShell:
                     "acks": "all",
                     "linger.ms": 5,
                     "partitioner": "murmur2_random",
+                    "logger": logging.getLogger("reverify.worker.librdkafka"),
                 }
             )
         )
@@ -267,6 +271,24 @@ async def flush_faust_producer(app: faust.App) -> None:
         await producer.flush()
 
 
+def faust_credentials(settings: Settings) -> Any:
+    """The Kafka security settings as Faust credentials (the confluent-kafka clients get them as config)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location or None)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password,
+        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        ssl_context=context,
+    )
+
+
 def _key_text(key: Any) -> str:
     if isinstance(key, bytes):
         return key.decode("utf-8", "replace")
@@ -275,10 +297,12 @@ def _key_text(key: Any) -> str:
 
 def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_queries: bool = False) -> faust.App:
     """The Faust app of one worker process; ``reverify worker`` and ``reverify up`` run it."""
+    faust_transport.FETCH_MAX_WAIT_MS = settings.section("worker", WorkerSettings).fetch_max_wait_ms
     app = faust.App(
         settings.topic_prefix + app_id,
         broker=f"kafka://{settings.kafka}",
-        broker_credentials=None,
+        broker_consumer=f"reverify://{settings.kafka}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
