@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -78,7 +79,7 @@ def cli(verbose: bool) -> None:
 def _admin(settings: Settings) -> Any:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient(settings.kafka_config())
+    return AdminClient(settings.kafka_config(logger=logging.getLogger("reverify.sdk.librdkafka")))
 
 
 def _require_broker(settings: Settings) -> None:
@@ -97,6 +98,9 @@ def _require_broker(settings: Settings) -> None:
 def up(demo: bool, demo_rate: float) -> None:
     """Start the embedded stack: broker (if none listens), topics, workers, ClickHouse history."""
     settings = load_settings(check_processors=True)
+    if demo and not settings.sections.get("assurance"):
+        # the demo fleet's own claims, so the assurance cases are seen at work too (a reverify.toml replaces them)
+        settings = dataclasses.replace(settings, sections={**settings.sections, "assurance": DEMO_CASES})
     from streams.embedded import EmbeddedBroker, split_bootstrap
     from streams.topics import ensure_topics
 
@@ -156,6 +160,32 @@ def _start_history(settings: Settings, stop: threading.Event, fresh_broker: bool
     thread = start_sink(settings, stop)
     console.print(f"[green]✓[/] ClickHouse history at {settings.clickhouse}")
     return [thread]
+
+
+DEMO_CASES = [
+    {
+        "name": "demo_success_rate",
+        "claim": "Every demo agent succeeds at least 85% of the time",
+        "evidence": "success_rate",
+        "scope": {"agent_name": "*", "task_type": "*"},
+        "window": "100 events",
+        "threshold_min": 0.85,
+        "resolve_min": 0.88,
+        "for": "5s",
+        "severity": "warning",
+        "min_evidence": 30,
+    },
+    {
+        "name": "demo_intent_drift",
+        "claim": "The intent score keeps its distribution (PSI <= 0.2)",
+        "evidence": "psi:intent_score",
+        "scope": {"agent_name": "*"},
+        "window": "5m",
+        "threshold_max": 0.2,
+        "severity": "warning",
+        "min_evidence": 1,
+    },
+]
 
 
 def _start_demo(settings: Settings, stop: threading.Event, rate: float) -> threading.Thread:

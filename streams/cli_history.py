@@ -76,8 +76,16 @@ def running_server(settings: Settings) -> int | None:
     return port or None
 
 
-def run_request(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
-    """Answer ``request`` through the running process when there is one, else from the database directly."""
+class HistoryError(Exception):
+    """The history could not answer: ``message`` for the user, ``code`` the exit status ``run_request`` uses."""
+
+    def __init__(self, message: str, code: int = USER_ERROR) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def ask_history(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_request` for callers that carry on without the history: raises :class:`HistoryError`."""
     port = running_server(settings)
     if port:
         body = json.dumps(request).encode()
@@ -92,9 +100,9 @@ def run_request(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
                 message = json.loads(exc.read()).get("error") or str(exc)
             except ValueError:
                 message = str(exc)
-            _fail(message, USER_ERROR if 400 <= exc.code < 500 else 1)
+            raise HistoryError(message, USER_ERROR if 400 <= exc.code < 500 else 1) from None
         except (urllib.error.URLError, OSError) as exc:
-            _fail(f"reverify up (port {port}) did not answer: {exc}", 1)
+            raise HistoryError(f"reverify up (port {port}) did not answer: {exc}", 1) from None
     from sinks.analytics import QueryError, execute
     from sinks.clickhouse import connect
     from sinks.migrate import MigrationError, migrate
@@ -102,16 +110,24 @@ def run_request(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
     try:
         client = connect(settings.clickhouse)
     except Exception as exc:
-        _fail(f"cannot open ClickHouse at {settings.clickhouse}: {exc}", 1)
+        raise HistoryError(f"cannot open ClickHouse at {settings.clickhouse}: {exc}", 1) from None
     try:
         migrate(client)  # a fresh data directory answers with empty tables rather than "unknown table"
         return execute(client, request)
     except QueryError as exc:
-        _fail(str(exc))
+        raise HistoryError(str(exc)) from None
     except MigrationError as exc:
-        _fail(str(exc), 1)
+        raise HistoryError(str(exc), 1) from None
     finally:
         client.close()
+
+
+def run_request(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    """Answer ``request`` through the running process when there is one, else from the database directly."""
+    try:
+        return ask_history(settings, request)
+    except HistoryError as exc:
+        _fail(exc.message, exc.code)
     raise AssertionError("unreachable")
 
 
@@ -136,6 +152,10 @@ def print_table(console: Console, title: str, columns: list[str], rows: list[lis
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     console.print(table)
+
+
+def _nested(value: Any) -> bool:
+    return isinstance(value, (dict, list)) or (isinstance(value, str) and value.startswith(("{", "[")))
 
 
 def register(group: click.Group) -> None:
@@ -221,5 +241,6 @@ def register(group: click.Group) -> None:
             ("degradation_alerts", "Degradation alerts"),
         ):
             records = board.get(key) or []
-            columns = list(records[0]) if records else []
+            # nested evidence (degradation_metrics, supporting_data, labels) is for --json; people get the summary
+            columns = [c for c in records[0] if not _nested(records[0][c])] if records else []
             print_table(console, title, columns, [[r[c] for c in columns] for r in records])
