@@ -6,7 +6,9 @@ worker that owns that agent, in order with the agent's own events. Lookups
 (which proposal, which values) read topics from the beginning with a plain
 consumer on assigned partitions up to their high watermarks: no consumer group
 joins, nothing is committed, and the command ends once it has read everything
-that existed when it started.
+that existed when it started. ``baseline pin`` asks the ClickHouse history first
+(parameterised read-only SQL, through a running ``reverify up`` when there is one)
+and reads the stream only when the history has no values of the series in the period.
 
 >>> parse_time("2025-01-02T03:04:05Z", now_ms=0)
 1735787045000
@@ -44,6 +46,29 @@ MIN_BASELINE_VALUES = 100
 OUTCOME_FIELDS = ("reward", "latency_ms", "cost_usd")
 _RELATIVE = re.compile(r"^\s*-\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+# The values of a series in the history, by event time. Everything the user typed is a query parameter: the
+# outcome column is chosen by multiIf on {feature}, never by formatting it into the text. FINAL collapses rows
+# the sink stored twice, so each event counts once, as it does on the stream.
+HISTORY_OUTCOME_SQL = """
+SELECT multiIf({feature:String} = 'reward', reward, {feature:String} = 'latency_ms', latency_ms,
+               {feature:String} = 'cost_usd', cost_usd, features[{feature:String}]) AS value
+FROM agent_outcomes FINAL
+WHERE agent_name = {agent:String}
+  AND ts >= fromUnixTimestamp64Milli({start_ms:Int64}, 'UTC') AND ts <= fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC')
+  AND ({variant:String} = '' OR variant_id = {variant:String})
+  AND ({feature:String} IN ('reward', 'latency_ms', 'cost_usd') OR mapContains(features, {feature:String}))
+ORDER BY ts, event_id
+"""
+HISTORY_METRIC_SQL = """
+SELECT value
+FROM agent_metrics FINAL
+WHERE agent_name = {agent:String} AND name = {feature:String}
+  AND ts >= fromUnixTimestamp64Milli({start_ms:Int64}, 'UTC') AND ts <= fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC')
+  AND ({variant:String} = '' OR variant_id = {variant:String})
+ORDER BY ts, event_id
+"""
+SOURCE_TEXT = {"clickhouse": "the ClickHouse history", "stream": "the live stream"}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -318,6 +343,50 @@ def baseline_values(
     return values
 
 
+def history_values(
+    settings: Settings, agent: str, feature: str, start_ms: int, end_ms: int, variant: str | None
+) -> list[float] | None:
+    """Values of series (agent, feature[, variant]) with event times between the two, from the ClickHouse history.
+
+    The same series as :func:`baseline_values`: an outcome field or ``features`` key, else a metric name. Asks a
+    running ``reverify up`` when there is one, else opens the database. ``None`` when there is no history to
+    ask: an embedded database that was never created (opening it would create an empty one in the user's
+    data dir) or one that cannot answer -- a baseline can still come from the stream then.
+    """
+    from sinks.clickhouse import ClickHouseURLError, parse_url
+    from streams.cli_history import HistoryError, ask_history, running_server
+
+    try:
+        target = parse_url(settings.clickhouse)
+    except ClickHouseURLError:
+        return None
+    if target.embedded and not running_server(settings) and not Path(target.path).is_dir():
+        return None
+    params = {"agent": agent, "feature": feature, "variant": variant or "", "start_ms": start_ms, "end_ms": end_ms}
+    values: list[float] = []
+    try:
+        for sql in (HISTORY_OUTCOME_SQL, HISTORY_METRIC_SQL):
+            rows = ask_history(settings, {"sql": sql, "params": params})["rows"]
+            # NaN comes back as null (JSON has no NaN); the stream's drift monitor skips non-finite values too.
+            values = [float(row[0]) for row in rows if row[0] is not None]
+            if values:
+                break
+    except HistoryError:
+        return None
+    return values
+
+
+def pin_values(
+    settings: Settings, agent: str, feature: str, start_ms: int, end_ms: int, variant: str | None
+) -> tuple[list[float], str]:
+    """``(values, source)``: from the history (``"clickhouse"``) when it holds the series in the period, else
+    from the live stream (``"stream"``), whose retention may be shorter but which is all there is without it."""
+    values = history_values(settings, agent, feature, start_ms, end_ms, variant)
+    if values:
+        return values, "clickhouse"
+    return baseline_values(settings, agent, feature, start_ms, end_ms, variant), "stream"
+
+
 # ---------------------------------------------------------------------------------------------- assurance check
 
 
@@ -502,7 +571,11 @@ def register(group: click.Group) -> None:
     @click.option("--variant", default=None, help="Pin the per-variant series instead.")
     @click.option("--json", "as_json", is_flag=True, help="Print the published Command as JSON.")
     def baseline_pin(agent: str, feature: str, start: str, end: str, variant: str | None, as_json: bool) -> None:
-        """Use the values logged between --from and --to as the baseline (at least 100 values)."""
+        """Use the values between --from and --to as the baseline (at least 100 values).
+
+        From the ClickHouse history (event times) when it holds the series in that period, else from the live
+        stream (log times).
+        """
         from streams.cli import console, print_json
 
         try:
@@ -512,11 +585,11 @@ def register(group: click.Group) -> None:
         if start_ms >= end_ms:
             raise fail(f"--from {start} is not before --to {end}")
         settings = settings_or_fail()
-        values = baseline_values(settings, agent, feature, start_ms, end_ms, variant)
+        values, source = pin_values(settings, agent, feature, start_ms, end_ms, variant)
         if len(values) < MIN_BASELINE_VALUES:
             raise fail(
-                f"only {len(values)} values of {agent}/{feature} between {_fmt_ms(start_ms)} and {_fmt_ms(end_ms)}; "
-                f"a baseline needs at least {MIN_BASELINE_VALUES}: widen --from/--to"
+                f"only {len(values)} values of {agent}/{feature} between {_fmt_ms(start_ms)} and {_fmt_ms(end_ms)} "
+                f"in {SOURCE_TEXT[source]}; a baseline needs at least {MIN_BASELINE_VALUES}: widen --from/--to"
             )
         args = {"feature": feature, "values": json.dumps(values)}
         if variant:
@@ -524,11 +597,11 @@ def register(group: click.Group) -> None:
         record = command_record("baseline_pin", args, default_operator())
         publish(settings, "control.commands", [(agent, "Command", record)])
         if as_json:
-            print_json({**record, "count": len(values)})
+            print_json({**record, "count": len(values), "source": source})
         else:
             console.print(
                 f"[green]✓[/] pinned the baseline of {agent}/{feature}{'/' + variant if variant else ''} "
-                f"to {len(values)} values ({_fmt_ms(start_ms)} .. {_fmt_ms(end_ms)})"
+                f"to {len(values)} values ({_fmt_ms(start_ms)} .. {_fmt_ms(end_ms)}) from {SOURCE_TEXT[source]}"
             )
 
     @baseline.command("reset")
