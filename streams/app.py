@@ -53,6 +53,7 @@ import faust
 from confluent_kafka import Producer
 
 from processors.base import Emission, derive_id
+from processors.deadletters import DeadLetterMonitor, DeadLetterSettings
 from processors.pipeline import AgentPipeline
 from processors.validation import check_input
 from schemas import DecodeError, decode, encode
@@ -111,6 +112,7 @@ class PipelineShell:
             )
         )
         self.pipeline_config = AgentPipeline.configure(settings)
+        self.deadletters = DeadLetterMonitor(settings.section("deadletters", DeadLetterSettings))
         self._logical = {settings.topic(name): name for name in TOPICS}
         # Live pipelines of the agents this worker owns; the table is the durable copy, read only after a
         # (re)assignment, because rebuilding a pipeline (drift calibration) costs far more than applying a batch.
@@ -218,6 +220,7 @@ class PipelineShell:
 
     def tick(self, now_ms: int, agents: list[str]) -> None:
         """Time-driven work (pending alerts, stale evidence) for the agents this worker owns."""
+        self.emit(self.deadletters.tick(now_ms))
         for agent in agents:
             pipeline = self.load(agent)
             emissions = pipeline.tick(now_ms)
@@ -242,6 +245,7 @@ class PipelineShell:
         }
         key = _key_text(message.key)
         self.emit([Emission("reverify.deadletter", key, "DeadLetter", record)])
+        self.emit(self.deadletters.on_dead_letter(topic, error_type, record["ts"]))
 
     def emit(self, emissions: list[Emission]) -> None:
         for emission in emissions:
@@ -366,10 +370,9 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
     async def tick() -> None:
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == settings.topic(INPUTS[0])}
         agents = [_key_text(k) for k in list(table.keys()) if _partition_of(table, k) in owned]
-        if agents:
-            # Delivered in the background; the next checkpoint flushes them before writing the states they changed.
-            shell.tick(int(time.time() * 1000), agents)
-            shell.producer.poll(0)
+        # Delivered in the background; the next checkpoint flushes them before writing the states they changed.
+        shell.tick(int(time.time() * 1000), agents)
+        shell.producer.poll(0)
 
     if serve_queries:
         _add_query_page(app, settings)

@@ -64,6 +64,7 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_are_proces
     settings = worker.settings
     agent = f"dl-{uuid.uuid4().hex[:6]}"
     deadletters, qvalues = e2e.Follower(settings, "reverify.deadletter"), e2e.Follower(settings, "crl.qvalues")
+    alerts = e2e.Follower(settings, "alerts")
     bad = Producer(settings.kafka_config(**{"partitioner": "murmur2_random", "linger.ms": 20}))
     rng = random.Random(5)
     with AgentEvents(settings=settings) as events:
@@ -112,6 +113,9 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_are_proces
     while time.monotonic() < deadline and processed() < 10_000:
         qvalues.poll(1.0)
     assert processed() == 10_000  # every good outcome applied once, none lost behind the bad ones
+    _, rising = alerts.wait(lambda a: a["source"] == "deadletter" and a["status"] == "firing", timeout=30)
+    assert rising["labels"]["topic"] == "agent.outcomes" and rising["evidence"]["value"] >= 10
+    alerts.close()
     deadletters.close()
     qvalues.close()
 
