@@ -66,12 +66,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from clickhouse_connect.driver import options as _ch_options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from schemas import DecodeError, decode
+from schemas import DecodeError
+from schemas.codec import decode_many
 from sinks import clickhouse
 from sinks.migrate import TABLES, MigrationError, migrate
 from streams.settings import Settings
@@ -144,8 +146,10 @@ class _Table:
     topic: str
     columns: list[str]
     converters: list[Callable[[Any], Any] | None]
-    rows: list[list[Any]] = field(default_factory=list)
+    # the batch as decoded records plus where each came from; columns are built once, at insert time
+    records: list[dict[str, Any]] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
     ranges: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     done: bool = False
 
@@ -256,6 +260,9 @@ class ClickHouseSink:
             try:
                 migrate(client, self.ttl_days)
                 self._load_columns(client)
+                # clickhouse-connect imports pandas lazily on the first insert (to test for DataFrames): pay that
+                # half second here, at startup, rather than in the first batch's latency
+                _ = _ch_options.pd
             except Exception:
                 client.close()
                 raise
@@ -339,8 +346,7 @@ class ClickHouseSink:
         if self._pending >= self.batch_size or self._paused:
             if self._paused:
                 # keeps the group membership alive; paused partitions deliver nothing, newly assigned ones may
-                for msg in self._consumer.consume(num_messages=self.batch_size, timeout=0):
-                    self._add(msg)
+                self._add(self._consumer.consume(num_messages=self.batch_size, timeout=0))
             if time.monotonic() < self._retry_at:
                 time.sleep(min(timeout, max(0.0, self._retry_at - time.monotonic())))
                 return 0
@@ -349,8 +355,7 @@ class ClickHouseSink:
         if self._oldest is not None:
             wait = max(0.0, min(timeout, self._oldest + self.max_delay - time.monotonic()))
         messages = self._consumer.consume(num_messages=self.batch_size - self._pending, timeout=wait)
-        for msg in messages:
-            self._add(msg)
+        self._add(messages)
         due = self._pending >= self.batch_size or (
             self._oldest is not None and time.monotonic() - self._oldest >= self.max_delay
         )
@@ -388,45 +393,60 @@ class ClickHouseSink:
 
     # -- batching ------------------------------------------------------------------------------------------------
 
-    def _add(self, msg: Message) -> None:
-        if msg.error():
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                log.warning("sink: consumer error %s", msg.error())
-            return
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        logical = self._by_physical.get(topic)
-        table = self._tables.get(TABLES[logical]) if logical else None
-        try:
+    def _add(self, messages: list[Message]) -> None:
+        """Decode what one consume call returned, topic by topic, into the batch; skip (and count) what is bad."""
+        by_topic: dict[str, list[Message]] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("sink: consumer error %s", err)
+                continue
+            topic = msg.topic()
+            group = by_topic.get(topic)
+            if group is None:
+                group = by_topic[topic] = []
+            group.append(msg)
+        for topic, msgs in by_topic.items():
+            logical = self._by_physical.get(topic)
+            table = self._tables.get(TABLES[logical]) if logical else None
             if table is None or logical is None:
-                raise DecodeError(f"no table for topic {topic}")
-            name, record = decode(msg.value())
-            expected = TOPICS[logical].value
-            if name != expected:
-                raise DecodeError(f"expected a {expected} record, got {name}")
-        except DecodeError as exc:
-            self.skipped += 1
-            self.metrics.skipped.labels(logical or topic, "undecodable").inc()
-            log.debug("sink: skipping %s[%d]@%d: %s", topic, partition, offset, exc.reason)
-            self._skipped_offsets[(topic, partition)] = offset
-            return
-        row = [
-            conv(record.get(col)) if conv else record.get(col)
-            for col, conv in zip(table.columns, table.converters, strict=True)
-        ]
-        row.append(partition)
-        row.append(offset)
-        table.rows.append(row)
-        table.partitions.append(partition)
-        key = (topic, partition)
-        first = table.ranges.get(key, (offset, offset))[0]
-        table.ranges[key] = (first, offset)
-        self._pending += 1
-        if self._oldest is None:
+                error = DecodeError(f"no table for topic {topic}")
+                for msg in msgs:
+                    self._skip(logical or topic, msg, error)
+                continue
+            # one decode call per topic and consume call: the per-record cost is fastavro's alone
+            decoded = decode_many(TOPICS[logical].value, [msg.value() for msg in msgs])
+            records, partitions, offsets = table.records, table.partitions, table.offsets
+            first: dict[int, int] = {}
+            last: dict[int, int] = {}
+            for msg, record in zip(msgs, decoded, strict=True):
+                if isinstance(record, DecodeError):
+                    self._skip(logical, msg, record)
+                    continue
+                partition, offset = msg.partition(), msg.offset()
+                records.append(record)
+                partitions.append(partition)
+                offsets.append(offset)
+                if partition not in first:
+                    first[partition] = offset
+                last[partition] = offset
+            for partition, offset in last.items():
+                key = (topic, partition)
+                table.ranges[key] = (table.ranges.get(key, (first[partition], 0))[0], offset)
+        self._pending = sum(len(t.records) for t in self._tables.values())
+        if self._pending and self._oldest is None:
             self._oldest = time.monotonic()
+
+    def _skip(self, topic: str, msg: Message, exc: DecodeError) -> None:
+        self.skipped += 1
+        self.metrics.skipped.labels(topic, "undecodable").inc()
+        log.debug("sink: skipping %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc.reason)
+        self._skipped_offsets[(msg.topic(), msg.partition())] = msg.offset()
 
     def _reset_batch(self) -> None:
         for table in self._tables.values():
-            table.rows, table.partitions, table.ranges, table.done = [], [], {}, False
+            table.records, table.partitions, table.offsets, table.ranges, table.done = [], [], [], {}, False
         self._pending = 0
         self._oldest = None
         self._skipped_offsets = {}
@@ -479,44 +499,68 @@ class ClickHouseSink:
         for table in self._tables.values():
             for key, (_, last) in table.ranges.items():
                 commit[key] = max(commit.get(key, -1), last)
-            if table.done or not table.rows:
+            if table.done or not table.records:
                 continue
-            rows = self._drop_already_stored(client, table)
+            columns = self._columns(table, self._drop_already_stored(client, table))
+            rows = len(columns[0])
             if rows:
-                token = f"{offset_ranges(table.ranges)}:{digest(r[0] for r in rows)}"
-                self._insert(client, table, rows, token)
+                token = f"{offset_ranges(table.ranges)}:{digest(columns[0])}"
+                self._insert(client, table, columns, token)
             table.done = True
             self._inserts += 1
             if self._inserts == self._crash_after:
                 # fault injection for the tests: die like kill -9 right between an insert and its commit
                 os.kill(os.getpid(), signal.SIGKILL)
-            written += len(rows)
-            self.rows_written[table.name] = self.rows_written.get(table.name, 0) + len(rows)
-            self.metrics.rows.labels(table.name).inc(len(rows))
+            written += rows
+            self.rows_written[table.name] = self.rows_written.get(table.name, 0) + rows
+            self.metrics.rows.labels(table.name).inc(rows)
         self.metrics.up.set(1)
         self._commit(commit)
         self._reset_batch()
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
         return written
 
-    def _insert(self, client: Client, table: _Table, rows: list[list[Any]], token: str) -> None:
+    @staticmethod
+    def _columns(table: _Table, keep: list[int] | None) -> list[list[Any]]:
+        """The batch's values column by column (``keep``: the row indexes to insert, None for all).
+
+        Column-oriented data goes to ClickHouse's Native format without the
+        client transposing rows first, and a column is one comprehension here
+        instead of a list per row.
+        """
+        if keep is None:
+            records, partitions, offsets = table.records, table.partitions, table.offsets
+        else:
+            records = [table.records[i] for i in keep]
+            partitions = [table.partitions[i] for i in keep]
+            offsets = [table.offsets[i] for i in keep]
+        columns: list[list[Any]] = []
+        for col, conv in zip(table.columns, table.converters, strict=True):
+            values = [r.get(col) for r in records]
+            columns.append([conv(v) for v in values] if conv else values)
+        columns.append(partitions)
+        columns.append(offsets)
+        return columns
+
+    def _insert(self, client: Client, table: _Table, columns: list[list[Any]], token: str) -> None:
         settings = {"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
-        columns = [*table.columns, *_KAFKA_COLUMNS]
+        names = [*table.columns, *_KAFKA_COLUMNS]
         try:
-            client.insert(table.name, rows, column_names=columns, settings=settings)
+            client.insert(table.name, columns, column_names=names, column_oriented=True, settings=settings)
         except (DataError, ProgrammingError, TypeError, ValueError, OverflowError) as exc:
             # a value the client cannot serialise: find the bad rows, store the rest
-            if len(rows) == 1:
+            rows = len(columns[0])
+            if rows == 1:
                 self.skipped += 1
                 self.metrics.skipped.labels(table.topic, "rejected").inc()
-                log.warning("sink: %s rejected a row (%s): %r", table.name, exc, rows[0][:3])
+                log.warning("sink: %s rejected a row (%s): %r", table.name, exc, [c[0] for c in columns[:3]])
                 return
-            half = len(rows) // 2
-            self._insert(client, table, rows[:half], f"{token}/a")
-            self._insert(client, table, rows[half:], f"{token}/b")
+            half = rows // 2
+            self._insert(client, table, [c[:half] for c in columns], f"{token}/a")
+            self._insert(client, table, [c[half:] for c in columns], f"{token}/b")
 
-    def _drop_already_stored(self, client: Client, table: _Table) -> list[list[Any]]:
-        rows = table.rows
+    def _drop_already_stored(self, client: Client, table: _Table) -> list[int] | None:
+        """The indexes of the batch's rows that ClickHouse does not hold yet; None when that is all of them."""
         physical = self.settings.topic(table.topic)
         rechecking = {p for (t, p), left in self._recheck.items() if left > 0 and (t, p) in table.ranges}
         for p in list(rechecking):
@@ -534,10 +578,10 @@ class ClickHouseSink:
                 self._recheck[(physical, p)] = 0
                 rechecking.discard(p)
         if not rechecking:
-            return rows
-        suspects = [r for r, p in zip(rows, table.partitions, strict=True) if p in rechecking]
-        ts_index = table.columns.index("ts")
-        stamps = [r[ts_index] for r in suspects]
+            return None
+        id_col = table.columns[0]  # event_id: every table's first column
+        suspects = [r for r, p in zip(table.records, table.partitions, strict=True) if p in rechecking]
+        stamps = [r.get("ts") for r in suspects]
         present = set()
         for start in range(0, len(suspects), 5000):
             chunk = suspects[start : start + 5000]
@@ -546,17 +590,21 @@ class ClickHouseSink:
                 for row in client.query(
                     f"SELECT event_id FROM {table.name} WHERE ts >= fromUnixTimestamp64Milli({{lo:Int64}}) "
                     "AND ts <= fromUnixTimestamp64Milli({hi:Int64}) AND event_id IN {ids:Array(String)}",
-                    parameters={"lo": min(stamps), "hi": max(stamps), "ids": [r[0] for r in chunk]},
+                    parameters={"lo": min(stamps), "hi": max(stamps), "ids": [r.get(id_col) for r in chunk]},
                 ).result_rows
             )
         for p in rechecking:
             key = (physical, p)
             self._recheck[key] -= table.partitions.count(p)
         if not present:
-            return rows
+            return None
         self.duplicates_dropped += len(present)
         self.metrics.duplicates.labels(table.name).inc(len(present))
-        return [r for r, p in zip(rows, table.partitions, strict=True) if not (p in rechecking and r[0] in present)]
+        return [
+            i
+            for i, (r, p) in enumerate(zip(table.records, table.partitions, strict=True))
+            if not (p in rechecking and r.get(id_col) in present)
+        ]
 
     def _commit(self, commit: dict[tuple[str, int], int]) -> None:
         if not commit:

@@ -374,3 +374,34 @@ def test_clickhouse_away_then_back_loses_nothing(sink_settings: Settings) -> Non
     sink.close()
     client = connect(sink_settings.clickhouse)
     assert client.query("SELECT count(), uniqExact(event_id) FROM agent_outcomes").result_rows[0] == (5_000, 5_000)
+
+
+def test_decode_many_skips_bad_records_in_the_middle_like_decode() -> None:
+    from schemas import DecodeError, decode
+    from schemas.codec import decode_many
+
+    good = outcomes(4)
+    # a short body (would run into the next value in a shared buffer), a long one, a foreign schema, bad framing
+    values = [
+        good[0],
+        good[1][:-3],
+        good[1],
+        good[2] + b"\x00\x00",
+        encode("AgentMetric", sample("AgentMetric", 1)),
+        b"\x01" + good[3][1:],
+        None,
+        b"\x00\x00",
+        good[3],
+    ]
+    got = decode_many("AgentOutcome", values)
+    assert len(got) == len(values)
+    for value, result in zip(values, got, strict=True):
+        try:
+            name, want = decode(value)
+            if name != "AgentOutcome":
+                raise DecodeError(f"expected a AgentOutcome record, got {name}")
+        except DecodeError as exc:
+            assert isinstance(result, DecodeError) and result.reason == exc.reason
+        else:
+            assert result == want
+    assert [isinstance(r, dict) for r in got] == [True, False, True, False, False, False, False, False, True]
