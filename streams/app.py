@@ -45,7 +45,7 @@ import os
 import socket
 import ssl
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +114,8 @@ class PipelineShell:
         self.pipeline_config = AgentPipeline.configure(settings)
         self.deadletters = DeadLetterMonitor(settings.section("deadletters", DeadLetterSettings))
         self._logical = {settings.topic(name): name for name in TOPICS}
+        self._physical = {name: settings.topic(name) for name in TOPICS}
+        self._produced: dict[str, Any] = {}  # metric children by topic, looked up once
         # Live pipelines of the agents this worker owns; the table is the durable copy, read only after a
         # (re)assignment, because rebuilding a pipeline (drift calibration) costs far more than applying a batch.
         self.cache: dict[str, AgentPipeline] = {}
@@ -177,6 +179,7 @@ class PipelineShell:
         by_agent: dict[str, list[tuple[str, dict[str, Any], tuple[int, int]]]] = defaultdict(list)
         now_ms = int(time.time() * 1000)
         oldest_ts = now_ms
+        consumed: Counter[str] = Counter()  # counted per batch: a label lookup per event costs ~6 % of the worker
         for event in events:
             message = event.message
             # One more reference, so that take_events' ack after this batch does not acknowledge the message:
@@ -184,7 +187,7 @@ class PipelineShell:
             message.incref()
             self.unacked.append(message)
             topic = self._logical.get(message.topic, message.topic)
-            metrics.EVENTS_CONSUMED.labels(topic).inc()
+            consumed[topic] += 1
             parsed = self._parse(topic, message)
             if parsed is None:
                 continue
@@ -198,6 +201,8 @@ class PipelineShell:
                 self.emit(pipeline.on_event(record_type, record, offset))
             self.dirty.add(agent)
         self.producer.poll(0)
+        for topic, n in consumed.items():
+            metrics.EVENTS_CONSUMED.labels(topic).inc(n)
         metrics.BATCH_SIZE.observe(len(events))
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         metrics.PROCESSING_DELAY.observe(max(0.0, time.time() - oldest_ts / 1000))
@@ -249,7 +254,7 @@ class PipelineShell:
 
     def emit(self, emissions: list[Emission]) -> None:
         for emission in emissions:
-            topic = self.settings.topic(emission.topic)
+            topic = self._physical.get(emission.topic) or self.settings.topic(emission.topic)
             value = encode(emission.record_type, emission.value)
             while True:
                 try:
@@ -257,7 +262,10 @@ class PipelineShell:
                     break
                 except BufferError:
                     self.producer.poll(0.05)
-            metrics.EVENTS_PRODUCED.labels(emission.topic).inc()
+            counter = self._produced.get(emission.topic)
+            if counter is None:
+                counter = self._produced[emission.topic] = metrics.EVENTS_PRODUCED.labels(emission.topic)
+            counter.inc()
 
     def flush(self) -> int:
         return self.producer.flush(30)
