@@ -152,7 +152,7 @@ class LearningLoop:
         self.decisions: dict[str, str] = {}
         self.active: str | None = None
         self.proposals: dict[str, str] = {}  # pending proposal_id -> variant
-        self.proposed: dict[str, str] = {}  # variant -> proposal_id of its current human_approval decision
+        self.proposed: dict[str, str] = {}  # variant -> its latest proposal_id (open while in self.proposals)
         self.degraded_at: dict[str, int] = {}  # variant -> arm.n when its test last fired
         self.last_rollback: dict[str, int] = {}  # "a|b" (sorted pair) -> ts of the last rollback between them
         self.promoted_at: dict[str, int] = {}  # variant -> arm.n when it became active
@@ -208,6 +208,8 @@ class LearningLoop:
 
     def _activate(self, variant: str, reason: str, ts: int, cause: str, cause_id: str | None) -> list[Emission]:
         """Make ``variant`` active; a new choice ends the episode of any open rollback alert."""
+        for proposal_id in [p for p, v in self.proposals.items() if v == variant]:
+            del self.proposals[proposal_id]  # moot once the variant is active: approving it later must do nothing
         out = self._resolve_alerts(ts, cause, f"{variant} activated ({reason})") if self.open_alerts else []
         out.append(self._activation(variant, reason, ts, cause, cause_id))
         return out
@@ -291,7 +293,6 @@ class LearningLoop:
         if cooled:
             reasoning += f", but within the rollback cooldown between {self.active} and {variant}: needs human approval"
         self.decisions[variant] = decision
-        self.proposed.pop(variant, None)
         out = [
             Emission(
                 "crl.decisions",
@@ -322,7 +323,9 @@ class LearningLoop:
         ]
         if decision == AUTO_APPLY and challenger:
             out += self._activate(variant, "auto_apply", ts, cause, derive_id("decision", cause, variant))
-        elif decision == HUMAN_APPROVAL and challenger:
+        elif decision == HUMAN_APPROVAL and challenger and self.proposed.get(variant) not in self.proposals:
+            # One open proposal per arm: a decision flickering around approval_q must not queue a new one
+            # for people each time; the unanswered one stays valid until approved, rejected or moot.
             proposal_id = f"prop-{_day(ts)}-{short_hex('proposal', cause, variant)}"
             self.proposals[proposal_id] = variant
             self.proposed[variant] = proposal_id

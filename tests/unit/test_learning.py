@@ -82,6 +82,26 @@ def test_proposal_once_and_approval_activates() -> None:
     assert loop.on_approval(approval, offset=("control.approvals", 0, 7)) == []
 
 
+def test_a_flickering_decision_keeps_one_open_proposal() -> None:
+    loop = LearningLoop("a", "t")
+    feed(loop, [outcome("v1", i % 2 == 0) for i in range(20)])
+    out: list[Emission] = []
+    for i in range(40):  # v2 hovers around approval_q: human_approval and no_action alternate
+        out += feed(loop, [outcome("v2", i % 3 != 2, ts=TS0 + 1000 + i)])
+    decisions = [d["decision"] for d in of(out, "VariantDecision") if d["variant_id"] == "v2"]
+    assert decisions.count("human_approval") >= 2 and "no_action" in decisions
+    proposals = of(out, "Proposal")
+    assert len(proposals) == 1  # the open one stands; people are not asked again each time
+    rejection = {
+        "event_id": "rj",
+        "ts": TS0 + 2000,
+        "proposal_id": proposals[0]["proposal_id"],
+        "approved": False,
+        "by": "ana",
+    }
+    assert loop.on_approval(rejection, offset=(0, 1)) == [] and loop.active == "v1"
+
+
 def test_auto_apply_needs_the_promotion_gate() -> None:
     loop = LearningLoop("a", "t")
     feed(loop, [outcome("inc", i % 10 != 0) for i in range(100)])  # 90 / 100
