@@ -35,12 +35,22 @@ is not stored twice, each covering what the previous one cannot:
    canned queries do). Duplicates of this kind are not re-checked at insert
    time because that would cost a lookup on every batch.
 
+Inserting overlaps decoding: a full batch is handed to one background thread
+that inserts it, while the loop consumes and decodes the next batch (fastavro
+decoding is most of the sink's CPU time, and chdb releases the GIL for most of
+an insert). The loop commits a batch's offsets when it collects the thread's
+result, and submits the next batch only after that, so at most one batch is
+in flight, offsets are committed in order and only after ClickHouse
+acknowledged them, and whatever was inserted but not committed is still within
+one batch of the committed offset (the re-check above relies on that).
+
 Why not ReplacingMergeTree alone: until a merge runs, ``count()`` without
 ``FINAL`` and every materialized view would see the duplicate. Why not tokens
 alone: a crash changes the batch boundaries, and tokens cannot match.
 
-While ClickHouse is away, the batch stays in memory, the partitions are
-paused (so memory stays bounded and the broker keeps the rest), and inserts
+While ClickHouse is away, the failed batch stays in memory (nothing after it
+is submitted until it is stored), the partitions are paused (so memory stays
+bounded and the broker keeps the rest), and inserts
 are retried with exponential backoff; nothing is committed, so nothing is
 lost even if the process dies meanwhile. Undecodable values are skipped and
 counted (the workers dead-letter them).
@@ -59,10 +69,12 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +166,46 @@ class _Table:
     done: bool = False
 
 
+@dataclass
+class _Batch:
+    """What one flush stores and commits: the tables' rows and the offsets of skipped messages."""
+
+    tables: list[_Table]
+    skipped_offsets: dict[tuple[str, int], int]
+    commit: dict[tuple[str, int], int] = field(default_factory=dict)  # set once every table is stored
+
+
+class _InsertThread:
+    """One daemon thread that runs one job at a time, handed over through a queue of depth 1.
+
+    A daemon thread rather than a ``ThreadPoolExecutor``: the sink itself runs on a daemon thread in the worker,
+    and an insert stuck on an unresponsive server must not keep the process from exiting.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], int], Future[int]] | None] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="reverify-sink-insert", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], int]) -> Future[int]:
+        future: Future[int] = Future()
+        self._jobs.put((job, future))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # handed to the loop, which decides (retry, or raise MigrationError)
+                future.set_exception(exc)
+
+
 def _tuples(value: Any) -> Any:
     # Array(Tuple(...)) columns take tuples; fastavro gives dicts in schema field order
     return [tuple(v.values()) if isinstance(v, dict) else v for v in value or []]
@@ -237,6 +289,11 @@ class ClickHouseSink:
         self._consumer.subscribe(list(self._by_physical), on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._client: Client | None = None
         self._tables: dict[str, _Table] = {}
+        # the batch being inserted on the insert thread, and one whose insert failed (retried before anything else)
+        self._inflight: tuple[_Batch, Future[int]] | None = None
+        self._failed: _Batch | None = None
+        self._inserter: _InsertThread | None = None
+        self._counts_lock = threading.Lock()  # ``skipped`` is counted by both threads
         self._pending = 0
         self._oldest: float | None = None
         self._skipped_offsets: dict[tuple[str, int], int] = {}
@@ -297,6 +354,9 @@ class ClickHouseSink:
     # -- Kafka callbacks -----------------------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # the insert thread reads the re-check state: let it finish before that changes (normally it is idle here,
+        # since a revocation, which waits too, comes first)
+        self._reap(wait=True)
         # whatever a previous owner inserted but did not commit lies in the next batch of each partition
         for tp in partitions:
             self._recheck[(tp.topic, tp.partition)] = 2 * self.batch_size
@@ -304,11 +364,19 @@ class ClickHouseSink:
         self._paused = False
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._pending:
+        # the in-flight batch holds offsets of these partitions: store and commit it (or fail) before they go
+        self._reap(wait=True)
+        if self._failed is not None or self._pending or self._skipped_offsets:
             try:
-                self._flush_once()
+                if self._failed is not None:
+                    self._flush_batch(self._failed)
+                    self._failed = None
+                self._flush_batch(self._detach())
+            except MigrationError:
+                raise
             except Exception as exc:  # the next owner re-reads these from the committed offset
                 log.warning("sink: dropping an unflushed batch on revoke (%s); the next owner re-reads it", exc)
+                self._failed = None
                 self._reset_batch()
         for tp in partitions:
             self._recheck.pop((tp.topic, tp.partition), None)
@@ -343,14 +411,18 @@ class ClickHouseSink:
                 self._note_failure(exc, "*")
                 self._schedule_retry()
                 return 0
-        if self._pending >= self.batch_size or self._paused:
+        written = self._reap(wait=False)
+        if self._failed is not None:
             if self._paused:
                 # keeps the group membership alive; paused partitions deliver nothing, newly assigned ones may
                 self._add(self._consumer.consume(num_messages=self.batch_size, timeout=0))
             if time.monotonic() < self._retry_at:
                 time.sleep(min(timeout, max(0.0, self._retry_at - time.monotonic())))
-                return 0
-            return self._try_flush()
+                return written
+            return written + self._retry_failed()
+        if self._pending >= self.batch_size:
+            # full while the previous batch was still in flight (or just stored after a failure): hand it over now
+            return written + self._submit()
         wait = timeout
         if self._oldest is not None:
             wait = max(0.0, min(timeout, self._oldest + self.max_delay - time.monotonic()))
@@ -360,35 +432,48 @@ class ClickHouseSink:
             self._oldest is not None and time.monotonic() - self._oldest >= self.max_delay
         )
         if due or (self._pending == 0 and self._skipped_offsets):
-            return self._try_flush()
-        return 0
+            written += self._submit()
+        return written
 
     def run(self, stop: threading.Event) -> None:
         """Poll and flush until ``stop`` is set, then flush what is left (best effort) and close."""
         try:
             while not stop.is_set():
                 self.poll_once(0.2)
-            if self._pending:
-                self._try_flush()
+            self._reap(wait=True)
+            if self._failed is None and (self._pending or self._skipped_offsets):
+                self._submit()
+                self._reap(wait=True)
         finally:
             self.close()
 
     def flush(self, timeout: float = 30.0) -> int:
-        """Insert and commit the pending batch now, retrying up to ``timeout`` seconds; returns rows inserted."""
+        """Insert and commit everything taken so far, retrying up to ``timeout`` seconds; returns rows inserted."""
         deadline = time.monotonic() + timeout
-        while self._pending or self._skipped_offsets:
-            written = self._try_flush()
-            if not self._pending and not self._skipped_offsets:
-                return written
+        written = self._reap(wait=True)
+        while self._failed is not None or self._pending or self._skipped_offsets:
+            if self._failed is not None:
+                written += self._retry_failed()
+            else:
+                written += self._submit()
+                written += self._reap(wait=True)
+            if self._failed is None and not self._pending and not self._skipped_offsets:
+                break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"ClickHouse did not take the batch within {timeout:.0f}s")
             time.sleep(min(self._backoff, 0.5))
-        return 0
+        return written
 
     def close(self) -> None:
         """Leave the consumer group and close the ClickHouse client (pending rows are not committed)."""
+        # the in-flight batch commits through the consumer: let it finish first (a failure is re-read later)
+        with contextlib.suppress(Exception):
+            self._reap(wait=True)
         with contextlib.suppress(RuntimeError):  # already closed
             self._consumer.close()
+        if self._inserter is not None:
+            self._inserter.stop()
+            self._inserter = None
         self._drop_client()
 
     # -- batching ------------------------------------------------------------------------------------------------
@@ -439,7 +524,8 @@ class ClickHouseSink:
             self._oldest = time.monotonic()
 
     def _skip(self, topic: str, msg: Message, exc: DecodeError) -> None:
-        self.skipped += 1
+        with self._counts_lock:
+            self.skipped += 1
         self.metrics.skipped.labels(topic, "undecodable").inc()
         log.debug("sink: skipping %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc.reason)
         self._skipped_offsets[(msg.topic(), msg.partition())] = msg.offset()
@@ -476,27 +562,82 @@ class ClickHouseSink:
         log.warning("sink: batch not stored (%s: %s); retrying in %.1fs", type(exc).__name__, exc, self._backoff)
         self._drop_client()
 
-    def _try_flush(self) -> int:
+    def _detach(self) -> _Batch:
+        """Hand the batch taken so far over (to be stored) and start an empty one."""
+        batch = _Batch([t for t in self._tables.values() if t.records], self._skipped_offsets)
+        self._tables = {name: _Table(t.name, t.topic, t.columns, t.converters) for name, t in self._tables.items()}
+        self._pending = 0
+        self._oldest = None
+        self._skipped_offsets = {}
+        return batch
+
+    def _submit(self) -> int:
+        """Hand the batch to the insert thread once the previous one is stored; returns rows that one inserted.
+
+        Waiting here keeps one batch in flight at most: offsets are committed in order, and a failed batch is
+        retried before anything after it is inserted.
+        """
+        written = self._reap(wait=True)
+        if self._failed is not None or not (self._pending or self._skipped_offsets):
+            return written
+        if self._inserter is None:
+            self._inserter = _InsertThread()
+        batch = self._detach()
+        self._inflight = (batch, self._inserter.submit(lambda: self._flush_batch(batch, commit=False)))
+        return written
+
+    def _reap(self, *, wait: bool) -> int:
+        """Collect the in-flight batch's outcome when it is done (or wait for it); returns rows inserted."""
+        if self._inflight is None:
+            return 0
+        batch, future = self._inflight
+        if not wait and not future.done():
+            return 0
+        self._inflight = None
         try:
-            written = self._flush_once()
+            written = future.result()
+            self._commit(batch.commit)
         except MigrationError:
             raise
         except Exception as exc:
+            # keep the batch: the tables it stored already are marked done, the rest is retried after a backoff
+            self._failed = batch
             self._note_failure(exc, "*")
             self._pause()
             return 0
         self._resume()
         return written
 
-    def _flush_once(self) -> int:
-        """Insert every table of the batch (tables already inserted are not repeated), then commit."""
-        if not self._pending and not self._skipped_offsets:
+    def _retry_failed(self) -> int:
+        """Store the batch whose insert failed, here on the loop's thread; pause longer when it fails again."""
+        assert self._failed is not None
+        try:
+            written = self._flush_batch(self._failed)
+        except MigrationError:
+            raise
+        except Exception as exc:
+            self._note_failure(exc, "*")
+            self._pause()
+            return 0
+        self._failed = None
+        self._resume()
+        return written
+
+    def _flush_batch(self, batch: _Batch, *, commit: bool = True) -> int:
+        """Insert every table of ``batch`` (tables already inserted are not repeated), then commit its offsets.
+
+        Runs on the insert thread (or, for a retry or a revocation, on the loop's while the insert thread is
+        idle), so it touches no state of the batch being taken meanwhile. On the insert thread ``commit`` is
+        False and the loop commits ``batch.commit`` when it collects the result: a synchronous commit from a
+        second thread stalled behind the loop's ``consume`` (seen in the kill -9 test's restart).
+        """
+        if not batch.tables and not batch.skipped_offsets:
             return 0
         started = time.perf_counter()
         client = self._ensure_client()
         written = 0
-        commit: dict[tuple[str, int], int] = dict(self._skipped_offsets)
-        for table in self._tables.values():
+        commit_now, commit = commit, dict(batch.skipped_offsets)
+        for table in batch.tables:
             for key, (_, last) in table.ranges.items():
                 commit[key] = max(commit.get(key, -1), last)
             if table.done or not table.records:
@@ -515,8 +656,9 @@ class ClickHouseSink:
             self.rows_written[table.name] = self.rows_written.get(table.name, 0) + rows
             self.metrics.rows.labels(table.name).inc(rows)
         self.metrics.up.set(1)
-        self._commit(commit)
-        self._reset_batch()
+        batch.commit = commit
+        if commit_now:
+            self._commit(commit)
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
         return written
 
@@ -551,7 +693,8 @@ class ClickHouseSink:
             # a value the client cannot serialise: find the bad rows, store the rest
             rows = len(columns[0])
             if rows == 1:
-                self.skipped += 1
+                with self._counts_lock:
+                    self.skipped += 1
                 self.metrics.skipped.labels(table.topic, "rejected").inc()
                 log.warning("sink: %s rejected a row (%s): %r", table.name, exc, [c[0] for c in columns[:3]])
                 return

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -405,3 +406,94 @@ def test_decode_many_skips_bad_records_in_the_middle_like_decode() -> None:
         else:
             assert result == want
     assert [isinstance(r, dict) for r in got] == [True, False, True, False, False, False, False, False, True]
+
+
+class _FlakyClient:
+    """A real client whose inserts are slow, and whose ``fail``-th insert raises before reaching ClickHouse."""
+
+    def __init__(self, client: Any, state: dict[str, Any]) -> None:
+        self._client, self._state = client, state
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        self._state["inserts"] += 1
+        time.sleep(0.2)  # long enough for the loop to be seen decoding the next batch meanwhile
+        if self._state["inserts"] == self._state["fail"]:
+            raise ConnectionError("injected: ClickHouse went away mid-insert")
+        return self._client.insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_insert_overlaps_decoding_and_a_failed_insert_is_retried_before_the_next(sink_settings: Settings) -> None:
+    produce(sink_settings, "agent.outcomes", outcomes(6_000))
+    state: dict[str, Any] = {"inserts": 0, "fail": 3}
+    sink = ClickHouseSink(
+        sink_settings,
+        topics=["agent.outcomes"],
+        batch_size=1000,
+        max_delay=0.2,
+        connect=lambda url: _FlakyClient(connect(url), state),  # type: ignore[arg-type,return-value]
+        registry=CollectorRegistry(),
+        backoff_max=0.3,
+    )
+    commits: list[dict[tuple[str, int], int]] = []
+    real_commit = sink._commit
+
+    def commit(offsets: dict[tuple[str, int], int]) -> None:
+        # offsets are committed on the loop's thread, once the batch's inserts are stored, in order
+        assert threading.current_thread() is threading.main_thread()
+        assert sink._inflight is None
+        commits.append(dict(offsets))
+        real_commit(offsets)
+
+    sink._commit = commit  # type: ignore[method-assign]
+    overlapped: list[bool] = []
+    real_add = sink._add
+
+    def add(messages: list[Any]) -> None:
+        # decoding the next batch while the previous one's insert is still running is the point of the thread
+        if messages:
+            overlapped.append(sink._inflight is not None and not sink._inflight[1].done())
+        real_add(messages)
+
+    sink._add = add  # type: ignore[method-assign]
+    deadline = time.monotonic() + 60
+    while sink.rows_written.get("agent_outcomes", 0) < 6_000:
+        assert time.monotonic() < deadline, sink.rows_written
+        sink.poll_once(0.2)
+    sink.flush()
+    sink.close()
+    assert any(overlapped), "the next batch was never taken while an insert was in flight"
+    assert sink.metrics.insert_errors.labels("*")._value.get() == 1
+    last: dict[tuple[str, int], int] = {}
+    for offsets in commits:
+        for key, offset in offsets.items():
+            assert offset > last.get(key, -1), commits
+            last[key] = offset
+    group = f"{sink_settings.topic_prefix}reverify-clickhouse-sink"
+    assert _committed(sink_settings, group) == 6_000
+    client = connect(sink_settings.clickhouse)
+    assert client.query("SELECT count(), uniqExact(event_id) FROM agent_outcomes").result_rows[0] == (6_000, 6_000)
+
+
+def test_revocation_waits_for_the_batch_in_flight(sink_settings: Settings) -> None:
+    produce(sink_settings, "agent.outcomes", outcomes(2_000))
+    state: dict[str, Any] = {"inserts": 0, "fail": 0}
+    sink = ClickHouseSink(
+        sink_settings,
+        topics=["agent.outcomes"],
+        batch_size=1000,
+        max_delay=0.2,
+        connect=lambda url: _FlakyClient(connect(url), state),  # type: ignore[arg-type,return-value]
+        registry=CollectorRegistry(),
+    )
+    deadline = time.monotonic() + 30
+    while sink._inflight is None:
+        assert time.monotonic() < deadline
+        sink.poll_once(0.2)
+    sink._on_revoke(sink._consumer, sink._consumer.assignment())
+    assert sink._inflight is None and sink._pending == 0
+    group = f"{sink_settings.topic_prefix}reverify-clickhouse-sink"
+    assert _committed(sink_settings, group) >= 1_000
+    sink.close()
