@@ -28,7 +28,9 @@ block out -- so nothing grows with the window length. KS D of all alarm
 windows comes from one radix sort of their concatenated *cells* (a value's
 ``#{b < x} + #{b <= x}``); a configured window longer than every alarm window
 keeps cell counts instead (one pass over ``2n + 1`` cells). KS p-values are
-scipy's own exact routine, memoised process-wide on ``(n1, n2, h)``.
+scipy's own exact routine, memoised process-wide on ``(n1, n2, h)``. What depends only on the sizes (the cell
+tables of a tie-free baseline, the ring's leaving-block index) is one read-only copy shared by every series, so
+it stays in cache across a thousand series.
 
 References
 ----------
@@ -395,15 +397,12 @@ class DriftMonitor(_BaseMonitor):
         # ties. Cell -> (-#{b <= x}/n, #{b < x}/n) is all KS needs of a window value, so nothing is re-sorted
         # against the baseline.
         uniq, counts = np.unique(base, return_counts=True)
-        right_u = np.cumsum(counts)
-        lr = np.empty((2 * n + 1, 2), dtype=np.int64)
-        lr[:] = (0, n)  # cells no value can take: harmless (<= 0) in the all-cells maxima of _ks_from_cells
-        gaps = np.concatenate([[0], right_u])
-        lr[2 * gaps] = gaps[:, None]  # strictly between distinct values: #< = #<=
-        lr[right_u - counts + right_u, 0] = right_u - counts
-        lr[right_u - counts + right_u, 1] = right_u
-        self._cell_table = np.stack([-lr[:, 1] / n, lr[:, 0] / n], axis=1)
-        self._cell_lr = lr
+        if len(uniq) == n:
+            # without ties the tables depend on n alone: one shared copy stays in cache across the series, where
+            # 64 KB per series would be evicted between two looks of the same series
+            self._cell_lr, self._cell_table = _cell_tables(n)
+        else:
+            self._cell_lr, self._cell_table = _cell_tables_of(n, counts)
         every = self._every
         self._cap = max(s.window, *s.windows)
         self._nblocks = self._cap // every
@@ -413,7 +412,9 @@ class DriftMonitor(_BaseMonitor):
         self._blocks = np.zeros((self._nblocks, 4 + s.bins))
         self._block_ts = np.zeros(self._nblocks, dtype=np.int64)
         self._row = np.zeros(4 + s.bins)
-        self._v = np.zeros((2, every))
+        # rows: the block's cells, its values less the baseline mean, ones -- so one matmul gives every block sum
+        self._v = np.zeros((3, every))
+        self._v[2] = 1.0
         self._block_pos = 0
         self._filled = 0  # values in the ring, up to cap
         self._looks = 0
@@ -425,7 +426,7 @@ class DriftMonitor(_BaseMonitor):
         k = self._wins // every
         # running sums of every window (alarm windows and the configured one): + the new block, - the one leaving
         self._sums = np.zeros((len(wins), 4 + s.bins))
-        self._leave = (np.arange(self._nblocks)[:, None] - k[None, :]) % self._nblocks
+        self._leave = _leaving_blocks(self._nblocks, tuple(k.tolist()))
         s1, mu2w, s2 = window_scales(self._wins, n, moments, s.spread_weight)
         alarm = np.isin(self._wins, s.windows)
         # window sums of c - n are 2n * sum(p), of (c - n)^2 are 4n^2 * sum(p^2): fold the units into the scales
@@ -434,6 +435,8 @@ class DriftMonitor(_BaseMonitor):
         # the configured window keeps its cell counts only when it is longer than every alarm window; otherwise its
         # KS comes with theirs from one sort of at most sum(windows) cells
         self._cells = np.zeros(2 * n + 1, dtype=np.int32) if s.window > max(s.windows) else None
+        self._eps_by_max = 0.0 <= s.psi_epsilon <= 1.0 / self._cap
+        self._lcm = {w: n // math.gcd(n, w) * w for w in wins}  # KS lattice of each window, for the memo key
         calibration = s.calibration
         if calibration == "auto":
             calibration = "bootstrap" if len(uniq) < n else "rank"
@@ -473,11 +476,10 @@ class DriftMonitor(_BaseMonitor):
         x = v[1]
         base = self._base
         np.add(base.searchsorted(x, "left"), base.searchsorted(x, "right"), out=v[0])
-        cells = v[0].astype(self._ring.dtype)
         row = self._row
         row[4:] = np.bincount(self._edges.searchsorted(x, "right"), minlength=self.settings.bins)
         x -= self._mean_b
-        (sc, sx), ((scc, _), (_, sxx)) = v.sum(axis=1).tolist(), (v @ v.T).tolist()
+        (scc, _, sc), (_, sxx, sx), _ = (v @ v.T).tolist()
         # sums of c - n and (c - n)^2 from those of c and c^2: integers below 2^53, exact in float64
         row[:4] = (sc - every * n, scc - 2 * n * sc + every * n * n, sx, sxx)
         bp = self._block_pos
@@ -486,12 +488,15 @@ class DriftMonitor(_BaseMonitor):
         self._blocks[bp] = row
         self._block_ts[bp] = self._block_ts0
         start = bp * every
+        if self._cells is not None and self._filled >= self.settings.window:
+            # the block leaving the configured window, read before the write below (it is the same block when
+            # the configured window fills the ring)
+            old = (start - self.settings.window) % self._cap
+            np.subtract.at(self._cells, self._ring[old : old + every], 1)
+        ring_block = self._ring[start : start + every]
+        ring_block[...] = v[0]  # integer-valued floats: the cast is exact
         if self._cells is not None:
-            if self._filled >= self.settings.window:  # the block leaving the configured window
-                old = (start - self.settings.window) % self._cap
-                np.subtract.at(self._cells, self._ring[old : old + every], 1)
-            np.add.at(self._cells, cells, 1)
-        self._ring[start : start + every] = cells
+            np.add.at(self._cells, ring_block, 1)
         self._block_pos = bp = (bp + 1) % self._nblocks
         if bp == 0:
             self._refresh_sums()
@@ -539,7 +544,8 @@ class DriftMonitor(_BaseMonitor):
         head = sums[self._head]
         if wh != s.window:  # the configured window is still filling: its sums are those of what there is of it
             cur[self._head] = head[4:] / wh
-        cur = np.where(cur > 0, cur, s.psi_epsilon)
+        # proportions are counts / w: when epsilon is below 1 / longest window, a max is the same as the where
+        cur = np.maximum(cur, s.psi_epsilon) if self._eps_by_max else np.where(cur > 0, cur, s.psi_epsilon)
         bpe = self._base_props_eps
         psis = np.einsum("ij,ij->i", cur - bpe, np.log(cur / bpe)).tolist()
         # KS D of the alarm windows (and of the configured one unless it keeps cell counts): one sort
@@ -567,8 +573,9 @@ class DriftMonitor(_BaseMonitor):
             )
         h_ks, h_p = self._ks_result(wh, ks_d[wh])
         h_psi = psis[self._head]
-        mean_d = head[2] / wh
-        var_w = max(head[3] / wh - mean_d * mean_d, 0.0)
+        sum_x, sum_xx = head[2:4].tolist()  # Python floats: cheaper scalar arithmetic than numpy scalars
+        mean_d = sum_x / wh
+        var_w = max(sum_xx / wh - mean_d * mean_d, 0.0)
         sd_b = self._sd_b if self._sd_b > 0 else 1e-10  # the seed's guard against a constant baseline
         mean_shift = float(mean_d / sd_b)
         ratio = math.sqrt(var_w) / sd_b
@@ -596,7 +603,7 @@ class DriftMonitor(_BaseMonitor):
     def _ks_result(self, w: int, d: float) -> tuple[float, float]:
         """``(statistic, pvalue)`` exactly as ``scipy.stats.ks_2samp`` gives them, from the memo when seen before."""
         n = self._n
-        lcm = n // math.gcd(n, w) * w
+        lcm = self._lcm.get(w) or n // math.gcd(n, w) * w  # not precomputed: a configured window still filling
         key = (n, w, round(d * lcm))
         hit = KS_MEMO.get(key)
         if hit is None:
@@ -621,10 +628,9 @@ class DriftMonitor(_BaseMonitor):
         rel, key_off, steps, starts = _segments(wins, 2 * self._n + 1)
         idx = _ring_positions(wins, 2 * self._n + 1, self._block_pos * self._every, self._cap)
         keys = self._ring[idx]
-        keys = keys.astype(key_off.dtype) + key_off
+        keys = np.add(keys, key_off, dtype=key_off.dtype)
         keys.sort(kind="stable")  # 16-bit keys: a radix sort
-        keys -= key_off
-        gathered = self._cell_table.take(keys, axis=0)
+        gathered = self._cell_table.take(keys, axis=0, mode="wrap")  # wrap drops the window's key offset
         gathered += steps
         return np.maximum.reduceat(gathered, starts, axis=0).max(axis=1).tolist()
 
@@ -689,6 +695,35 @@ class DriftMonitor(_BaseMonitor):
         m.firing, m.fired_at, m._quiet, m.skipped = state["firing"], state["fired_at"], state["quiet"], state["skipped"]
         m._block_ts0, m._last_ts = state["block_ts0"], state["last_ts"]
         return m
+
+
+def _cell_tables_of(n: int, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(#{b < x}, #{b <= x})`` per cell of a baseline whose sorted distinct values occur ``counts`` times, and the
+    ``(-#{b <= x}/n, #{b < x}/n)`` table KS gathers from."""
+    right_u = np.cumsum(counts)
+    lr = np.empty((2 * n + 1, 2), dtype=np.int64)
+    lr[:] = (0, n)  # cells no value can take: harmless (<= 0) in the all-cells maxima of _ks_from_cells
+    gaps = np.concatenate([[0], right_u])
+    lr[2 * gaps] = gaps[:, None]  # strictly between distinct values: #< = #<=
+    lr[right_u - counts + right_u, 0] = right_u - counts
+    lr[right_u - counts + right_u, 1] = right_u
+    return lr, np.stack([-lr[:, 1] / n, lr[:, 0] / n], axis=1)
+
+
+@lru_cache(maxsize=16)
+def _cell_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_cell_tables_of` for a baseline of ``n`` distinct values, shared by every such series (read-only)."""
+    lr, table = _cell_tables_of(n, np.ones(n, dtype=np.int64))
+    lr.flags.writeable = table.flags.writeable = False
+    return lr, table
+
+
+@lru_cache(maxsize=64)
+def _leaving_blocks(nblocks: int, k: tuple[int, ...]) -> np.ndarray:
+    """Per ring position, the block leaving each window (``k`` blocks long); shared by every series (read-only)."""
+    leave = (np.arange(nblocks)[:, None] - np.array(k)[None, :]) % nblocks
+    leave.flags.writeable = False
+    return leave
 
 
 @lru_cache(maxsize=256)
