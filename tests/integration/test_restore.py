@@ -15,26 +15,6 @@ from sinks.migrate import migrate
 from streams.restore import CHANGELOG, history_exists, rebuild, restore
 from streams.settings import Settings
 
-OUTCOME_COLUMNS = [
-    "event_id",
-    "ts",
-    "agent_name",
-    "task_type",
-    "variant_id",
-    "success",
-    "reward",
-    "latency_ms",
-    "cost_usd",
-    "tokens_in",
-    "tokens_out",
-    "features",
-    "attributes",
-    "trace_id",
-    "next_state",
-    "kafka_partition",
-    "kafka_offset",
-]
-
 
 def outcomes(n: int = 1500) -> list[dict]:
     rng = random.Random(3)
@@ -67,18 +47,14 @@ def outcomes(n: int = 1500) -> list[dict]:
 def store(client, rows: list[dict]) -> None:
     from datetime import datetime, timezone
 
-    data = [
-        [
-            *(
-                r[c] if c != "ts" else datetime.fromtimestamp(r["ts"] / 1000, tz=timezone.utc)
-                for c in OUTCOME_COLUMNS[:-2]
-            ),
-            0,
-            i,
-        ]
-        for i, r in enumerate(rows)
-    ]
-    client.insert("agent_outcomes", data, column_names=OUTCOME_COLUMNS)
+    columns = client.query("SELECT * FROM agent_outcomes LIMIT 0").column_names  # the migration is the one list
+    position = {
+        "kafka_partition": lambda i, r: 0,
+        "kafka_offset": lambda i, r: i,
+        "ts": lambda i, r: datetime.fromtimestamp(r["ts"] / 1000, tz=timezone.utc),
+    }
+    data = [[position[c](i, r) if c in position else r[c] for c in columns] for i, r in enumerate(rows)]
+    client.insert("agent_outcomes", data, column_names=list(columns))
 
 
 def test_rebuild_from_history_equals_the_live_state(settings: Settings):
