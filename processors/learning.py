@@ -10,7 +10,11 @@ nothing twice, and every output id is derived from its input event id.
 Rules (DESIGN section 4, issue 3):
 
 * every outcome updates its arm (:mod:`processors.qvalues`) and publishes a
-  ``QValue`` (optionally coalesced per arm every ``publish_interval_ms``);
+  ``QValue``; with ``publish_interval_ms`` > 0 (the default) the update is held
+  and :meth:`LearningLoop.flush_qvalues` publishes each changed arm's latest
+  state once, which the worker calls every ``publish_interval_ms`` -- Kafka
+  Streams' record cache for a compacted topic: a hot arm costs one record per
+  interval, not one per event, and the last state always gets out;
 * the arm's safety decision (:mod:`processors.safety`) is published when it
   changes; ``auto_apply`` makes the arm active, ``human_approval`` publishes one
   ``Proposal`` per decision change, and an approved proposal makes its arm active;
@@ -34,7 +38,9 @@ Examples
 >>> out = loop.on_outcome({"event_id": "e1", "ts": 1700000000000, "variant_id": "v1",
 ...                        "success": True, "reward": 1.0}, offset=(0, 0))
 >>> [e.record_type for e in out]
-['ActiveVariant', 'QValue', 'VariantDecision']
+['ActiveVariant', 'VariantDecision']
+>>> [(e.record_type, e.value["n"]) for e in loop.flush_qvalues()]
+[('QValue', 1)]
 >>> loop.on_outcome({"event_id": "e1", "ts": 1700000000000, "variant_id": "v1",
 ...                  "success": True, "reward": 1.0}, offset=(0, 0))
 []
@@ -80,7 +86,7 @@ class LearningSettings:
     rollback_min_n: int = 5
     cooldown_ms: int = 900_000
     cooldown_min_outcomes: int = 20
-    publish_interval_ms: int = 0
+    publish_interval_ms: int = 500
     success_shift: float = 0.25
     success_threshold: float = 9.3
     error_shift: float = 0.10
@@ -156,7 +162,7 @@ class LearningLoop:
         self.degraded_at: dict[str, int] = {}  # variant -> arm.n when its test last fired
         self.last_rollback: dict[str, int] = {}  # "a|b" (sorted pair) -> ts of the last rollback between them
         self.promoted_at: dict[str, int] = {}  # variant -> arm.n when it became active
-        self.last_published: dict[str, int] = {}
+        self.held: dict[str, tuple[int, str]] = {}  # variant -> (ts, event_id) of its latest unpublished update
         self.offsets: dict[str, int] = {}
         # Firing rollback alerts of this agent/task by fingerprint, until they resolve (module docstring): what
         # the resolved Alert repeats (title, labels, starts_at), the variant active since the alarm ("watch")
@@ -231,11 +237,21 @@ class LearningLoop:
         return Emission("crl.active", self._key(), "ActiveVariant", value)
 
     def _qvalue(self, variant: str, ts: int, cause: str) -> list[Emission]:
-        interval = self.settings.publish_interval_ms
-        last = self.last_published.get(variant)
-        if interval > 0 and last is not None and ts - last < interval:
+        if self.settings.publish_interval_ms > 0:
+            self.held[variant] = (ts, cause)
             return []
-        self.last_published[variant] = ts
+        return [self._qvalue_record(variant, ts, cause)]
+
+    def flush_qvalues(self) -> list[Emission]:
+        """Publish the latest state of every arm updated since the last flush (``publish_interval_ms`` > 0).
+
+        The record is the one an unheld update would have published last (same ``ts`` and derived id), so
+        the compacted topic ends the same either way.
+        """
+        held, self.held = self.held, {}
+        return [self._qvalue_record(variant, ts, cause) for variant, (ts, cause) in held.items()]
+
+    def _qvalue_record(self, variant: str, ts: int, cause: str) -> Emission:
         arm = self.arms[variant]
         value = {
             "event_id": derive_id("qvalue", cause, variant),
@@ -254,7 +270,7 @@ class LearningLoop:
             "last_outcomes": list(arm.last_outcomes),
             "source_event_id": cause,
         }
-        return [Emission("crl.qvalues", f"{self._key()}/{variant}", "QValue", value)]
+        return Emission("crl.qvalues", f"{self._key()}/{variant}", "QValue", value)
 
     # -- decisions ----------------------------------------------------------------------------------
 
@@ -561,7 +577,7 @@ class LearningLoop:
             "degraded_at": dict(self.degraded_at),
             "last_rollback": dict(self.last_rollback),
             "promoted_at": dict(self.promoted_at),
-            "last_published": dict(self.last_published),
+            "held": {k: list(v) for k, v in self.held.items()},
             "offsets": dict(self.offsets),
             "open_alerts": {fp: dict(info) for fp, info in self.open_alerts.items()},
         }
@@ -580,7 +596,7 @@ class LearningLoop:
         loop.degraded_at = {k: int(v) for k, v in data["degraded_at"].items()}
         loop.last_rollback = {k: int(v) for k, v in data["last_rollback"].items()}
         loop.promoted_at = {k: int(v) for k, v in data["promoted_at"].items()}
-        loop.last_published = {k: int(v) for k, v in data["last_published"].items()}
+        loop.held = {k: (int(ts), str(cause)) for k, (ts, cause) in data.get("held", {}).items()}
         loop.offsets = {k: int(v) for k, v in data["offsets"].items()}
         # Absent from state written before alerts resolved.
         loop.open_alerts = {fp: dict(info) for fp, info in data.get("open_alerts", {}).items()}

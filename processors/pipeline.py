@@ -12,7 +12,9 @@ learning loop that knows the previous best variant.
 ...     "variant_id": "v1", "success": True, "reward": 0.9, "latency_ms": 800.0, "cost_usd": 0.002,
 ...     "features": {}, "attributes": {}}, (0, 7))
 >>> sorted({e.record_type for e in out})
-['ActiveVariant', 'QValue', 'VariantDecision']
+['ActiveVariant', 'VariantDecision']
+>>> [e.key for e in p.flush()]  # Q-values are held until the host flushes them (LearningSettings)
+['hunter/scrape/v1']
 >>> p.on_event("AgentMetric", {"event_id": "m", "ts": 0, "agent_name": "hunter", "name": "q", "value": 1.0}, (0, 7))
 []
 >>> AgentPipeline.from_dict(p.to_dict(), PipelineConfig()).to_dict() == p.to_dict()
@@ -163,6 +165,11 @@ class AgentPipeline:
             task = args.get("task_type")
             return self.loops[task].on_rollback_command(record) if task in self.loops else []
         return []
+
+    def flush(self) -> list[Emission]:
+        """Publish the held Q-values (:meth:`LearningLoop.flush_qvalues`) and what the cases make of them."""
+        out = [e for loop in self.loops.values() for e in loop.flush_qvalues()]
+        return self._act(out + self._follow(out)) if out else out
 
     def tick(self, now_ms: int) -> list[Emission]:
         """Time-driven work: stale evidence, ``for`` clocks, circuit recovery, alert repeats."""

@@ -8,8 +8,9 @@ changelog partition is the key's partition, which is also its input
 partition). It records the input offsets it applied, so a replay after a
 crash applies nothing twice.
 
-Inputs are taken in batches (``take_events``) and applied to live pipelines
-held in memory. A changed agent's state is written to the table at most every
+Inputs arrive as whole fetches (:func:`streams.faust_transport.deliver_fetches`:
+Faust's per-message stream path costs more than the rules) and are applied to
+live pipelines held in memory. A changed agent's state is written to the table at most every
 ``[worker] state_interval`` seconds (a *checkpoint*), not after every batch:
 serialising a pipeline costs about as much as applying a few dozen events.
 
@@ -81,14 +82,13 @@ class WorkerSettings:
     """``[worker]`` in reverify.toml (or ``REVERIFY_WORKER__STATE_INTERVAL=0.5`` ...).
 
     ``state_interval``: seconds between checkpoints of changed agent states (and so between offset commits);
-    a crash redoes at most about this much work. ``batch_size`` / ``batch_within``: the input batch bound
-    (events, seconds); ``batch_within`` bounds the latency a quiet stream adds. ``fetch_max_wait_ms``: how
-    long a fetch may wait for data (see :mod:`streams.faust_transport`).
+    a crash redoes at most about this much work. ``batch_size``: the most input messages applied in one go
+    (Faust's ``broker_max_poll_records``): the event loop (timers, checkpoints, queries) waits for a batch.
+    ``fetch_max_wait_ms``: how long a fetch may wait for data (see :mod:`streams.faust_transport`).
     """
 
     state_interval: float = 1.0
     batch_size: int = 2000
-    batch_within: float = 0.05
     fetch_max_wait_ms: int = 100
 
 
@@ -123,6 +123,8 @@ class PipelineShell:
         # checkpoint (acknowledged only once their effect is in the changelog; see the module docstring).
         self.dirty: set[str] = set()
         self.unacked: list[Any] = []
+        # Agents whose pipelines may hold Q-values (LearningSettings.publish_interval_ms).
+        self.holding: set[str] = set()
         self._checkpoint_lock = asyncio.Lock()
 
     def load(self, agent: str) -> AgentPipeline:
@@ -133,6 +135,7 @@ class PipelineShell:
                 pipeline = AgentPipeline(agent, self.pipeline_config)
             else:
                 pipeline = AgentPipeline.from_dict(json.loads(raw), self.pipeline_config)
+                self.holding.add(agent)  # a checkpoint may have caught it holding Q-values
             self.cache[agent] = pipeline
         return pipeline
 
@@ -173,17 +176,16 @@ class PipelineShell:
                 for message in messages:
                     message.ack(consumer)
 
-    def process(self, events: list[Any]) -> None:
-        """Apply one batch: group by agent, apply in offset order; the states are written by :meth:`checkpoint`."""
+    def process(self, messages: list[Any]) -> None:
+        """Apply one fetch: group by agent, apply in offset order; the states are written by :meth:`checkpoint`."""
         started = time.monotonic()
         by_agent: dict[str, list[tuple[str, dict[str, Any], tuple[int, int]]]] = defaultdict(list)
         now_ms = int(time.time() * 1000)
         oldest_ts = now_ms
         consumed: Counter[str] = Counter()  # counted per batch: a label lookup per event costs ~6 % of the worker
-        for event in events:
-            message = event.message
-            # One more reference, so that take_events' ack after this batch does not acknowledge the message:
-            # the checkpoint that makes its effect durable does (module docstring).
+        for message in messages:
+            # One more reference, so that no stream's ack acknowledges the message: the checkpoint that makes
+            # its effect durable does (module docstring).
             message.incref()
             self.unacked.append(message)
             topic = self._logical.get(message.topic, message.topic)
@@ -200,10 +202,11 @@ class PipelineShell:
             for record_type, record, offset in items:
                 self.emit(pipeline.on_event(record_type, record, offset))
             self.dirty.add(agent)
+        self.holding.update(by_agent)
         self.producer.poll(0)
         for topic, n in consumed.items():
             metrics.EVENTS_CONSUMED.labels(topic).inc(n)
-        metrics.BATCH_SIZE.observe(len(events))
+        metrics.BATCH_SIZE.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         metrics.PROCESSING_DELAY.observe(max(0.0, time.time() - oldest_ts / 1000))
 
@@ -222,6 +225,17 @@ class PipelineShell:
             self.dead_letter(topic, message, problem, "invalid")
             return None
         return record_type, record
+
+    def publish_held(self) -> None:
+        """Publish the Q-values the pipelines hold; their states changed, so the next checkpoint writes them."""
+        agents, self.holding = self.holding, set()
+        for agent in agents:
+            pipeline = self.cache.get(agent)
+            emissions = pipeline.flush() if pipeline is not None else []
+            if emissions:
+                self.emit(emissions)
+                self.dirty.add(agent)
+        self.producer.poll(0)
 
     def tick(self, now_ms: int, agents: list[str]) -> None:
         """Time-driven work (pending alerts, stale evidence) for the agents this worker owns."""
@@ -309,7 +323,8 @@ def _key_text(key: Any) -> str:
 
 def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_queries: bool = False) -> faust.App:
     """The Faust app of one worker process; ``reverify worker`` and ``reverify up`` run it."""
-    faust_transport.FETCH_MAX_WAIT_MS = settings.section("worker", WorkerSettings).fetch_max_wait_ms
+    worker_settings = settings.section("worker", WorkerSettings)
+    faust_transport.FETCH_MAX_WAIT_MS = worker_settings.fetch_max_wait_ms
     app = faust.App(
         settings.topic_prefix + app_id,
         broker=f"kafka://{settings.kafka}",
@@ -336,6 +351,7 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
         # delay, waits about half the session timeout before it completes a join.
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.5,
+        broker_max_poll_records=worker_settings.batch_size,
     )
     inputs = app.topic(*[settings.topic(t) for t in INPUTS], key_serializer="raw", value_serializer="raw")
     table = app.Table(
@@ -348,23 +364,33 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
     )
     shell = PipelineShell(settings, table)
     app.reverify_shell = shell  # type: ignore[attr-defined]
-    worker_settings = shell.worker_settings
+
+    # The agent subscribes the worker to the inputs (assignment and rebalances stay Faust's); the transport gives
+    # it no messages but hands whole fetches of them to the shell.
+    faust_transport.deliver_fetches(app, [settings.topic(t) for t in INPUTS], shell.process)
 
     @app.agent(inputs, name="pipeline")
     async def pipeline(stream: faust.StreamT) -> None:
-        # Batches amortise the per-agent grouping and the event loop's overhead; `within` bounds the added latency.
-        async for events in stream.take_events(worker_settings.batch_size, within=worker_settings.batch_within):
-            shell.process(list(events))
+        async for event in stream.events():
+            shell.process([event.message])
 
     @app.timer(interval=worker_settings.state_interval)
     async def checkpoint() -> None:
         await shell.checkpoint(app)
+
+    publish_interval = shell.pipeline_config.learning.publish_interval_ms / 1000
+    if publish_interval > 0:
+
+        @app.timer(interval=publish_interval)
+        async def publish_qvalues() -> None:
+            shell.publish_held()
 
     @app.on_partitions_revoked.connect
     async def forget(_app: Any, revoked: Any, **kwargs: Any) -> None:
         # Changed states go to the changelog before the partitions do, so the next owner (maybe this worker)
         # finds them and replays little. The pending acks are dropped: Faust has already forgotten the revoked
         # partitions' acks, and their offsets are the next owner's to commit (after its own checkpoints).
+        shell.publish_held()
         await shell.checkpoint(app, ack=False)
         shell.cache.clear()  # another worker may own these agents now; the table is the truth
 
@@ -373,6 +399,7 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
         shell.cache.clear()
         shell.dirty.clear()
         shell.unacked.clear()
+        shell.holding.clear()
 
     @app.timer(interval=1.0)
     async def tick() -> None:

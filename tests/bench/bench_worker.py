@@ -77,7 +77,15 @@ def consumed(metrics_port: int) -> float:
     )
 
 
-def start_worker(settings: Settings, workdir: str) -> tuple[subprocess.Popen, int]:
+def ready(web_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/readyz", timeout=5) as answer:
+            return answer.status == 200
+    except OSError:  # not listening yet, or 503 while it joins the group
+        return False
+
+
+def start_worker(settings: Settings, workdir: str) -> tuple[subprocess.Popen, int, int]:
     metrics_port, web_port = free_port(), free_port()
     env = dict(
         os.environ,
@@ -94,7 +102,7 @@ def start_worker(settings: Settings, workdir: str) -> tuple[subprocess.Popen, in
         stdout=subprocess.DEVNULL,
         stderr=open(Path(workdir) / "worker.log", "wb"),  # noqa: SIM115 - the child owns it until it exits
     )
-    return proc, metrics_port
+    return proc, metrics_port, web_port
 
 
 def rollback_delays(settings: Settings, seconds: float = 40.0, rate: float = 500.0) -> list[float]:
@@ -150,20 +158,17 @@ def main(n: int = 60_000) -> None:
         ensure_topics(AdminClient(settings.kafka_config()), settings.topic_prefix, settings.partitions)
         publish(settings, n)
         bare = bare_rate(settings, n)
-        proc, metrics_port = start_worker(settings, workdir)
+        proc, metrics_port, web_port = start_worker(settings, workdir)
         try:
-            while True:  # wait for the worker's metrics endpoint, then time from its first event
-                try:
-                    consumed(metrics_port)
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            while consumed(metrics_port) == 0:
-                time.sleep(0.05)
+            # Timed from the moment the worker owns its partitions (start-up and the group join are not
+            # throughput) to the last event applied; timing from its first counted event would miss the first
+            # fetch, which may be most of the backlog.
+            while not ready(web_port):
+                time.sleep(0.02)
             start = time.perf_counter()
             last = 0.0
             while last < n:
-                time.sleep(0.25)
+                time.sleep(0.05)
                 last = consumed(metrics_port)
                 print(f"\r  worker: {last:,.0f}/{n:,}", end="", file=sys.stderr)
             worker = n / (time.perf_counter() - start)

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from processors.learning import LearningLoop
+from processors.learning import LearningLoop, LearningSettings
 from schemas import decode
 from streams.client import AgentEvents
 from streams.embedded import free_port
@@ -142,7 +142,7 @@ def _expected(settings: Settings) -> dict[str, dict[str, Any]]:
     latest: dict[str, dict[str, Any]] = {}
     for partition, offset, record in sorted(_read_all(settings, "agent.outcomes"), key=lambda r: r[:2]):
         key = (record["agent_name"], record["task_type"])
-        loop = loops.setdefault(key, LearningLoop(*key))
+        loop = loops.setdefault(key, LearningLoop(*key, LearningSettings(publish_interval_ms=0)))
         for e in loop.on_outcome(record, ("agent.outcomes", partition, offset)):
             if e.record_type == "QValue":
                 latest[e.key] = e.value

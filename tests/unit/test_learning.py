@@ -44,8 +44,11 @@ def of(out: list[Emission], kind: str) -> list[dict[str, Any]]:
     return [e.value for e in out if e.record_type == kind]
 
 
+EVERY_UPDATE = LearningSettings(publish_interval_ms=0)
+
+
 def test_first_seen_qvalue_and_decision_on_change_only() -> None:
-    loop = LearningLoop("backend-architect", "api-design")
+    loop = LearningLoop("backend-architect", "api-design", EVERY_UPDATE)
     out = feed(loop, [outcome("v1", True)])
     assert [e.record_type for e in out] == ["ActiveVariant", "QValue", "VariantDecision"]
     assert out[0].topic == "crl.active" and out[0].key == "backend-architect/api-design"
@@ -59,10 +62,17 @@ def test_first_seen_qvalue_and_decision_on_change_only() -> None:
     assert of(out, "VariantDecision")[0]["decision"] == "human_approval" and of(out, "Proposal") == []
 
 
-def test_qvalue_publishing_can_be_coalesced() -> None:
-    loop = LearningLoop("a", "t", LearningSettings(publish_interval_ms=1000))
-    out = feed(loop, [outcome("v1", True, ts=TS0 + 100 * i) for i in range(25)])
-    assert [q["ts"] - TS0 for q in of(out, "QValue")] == [0, 1000, 2000]
+def test_held_qvalues_flush_as_the_latest_update_would_have_published() -> None:
+    held, every = LearningLoop("a", "t"), LearningLoop("a", "t", EVERY_UPDATE)
+    events = [outcome(v, i % 3 > 0, ts=TS0 + 100 * i) for i in range(25) for v in ("v1", "v2")]
+    assert of(feed(held, events), "QValue") == []
+    latest = {q["variant_id"]: q for q in of(feed(every, events), "QValue")}
+    flushed = held.flush_qvalues()
+    encode_all(flushed)
+    assert {e.value["variant_id"]: e.value for e in flushed} == latest and latest["v2"]["n"] == 25
+    assert held.flush_qvalues() == []  # nothing changed since
+    state = LearningLoop.from_dict(json.loads(json.dumps(held.to_dict())))
+    assert state.to_dict() == held.to_dict()
 
 
 def test_proposal_once_and_approval_activates() -> None:
@@ -178,7 +188,7 @@ def test_cooldown_blocks_ping_pong_between_the_same_two_variants() -> None:
 
 
 def test_pipeline_errors_never_count_and_errors_are_published() -> None:
-    loop = LearningLoop("a", "t")
+    loop = LearningLoop("a", "t", EVERY_UPDATE)
     feed(loop, [outcome("v1", True)])
     err = {
         "event_id": "x1",
@@ -199,10 +209,10 @@ def test_pipeline_errors_never_count_and_errors_are_published() -> None:
 
 def test_replay_applies_nothing_twice_and_ids_are_deterministic() -> None:
     events = [outcome("v1" if i % 2 else "v2", i % 7 != 0) for i in range(300)]
-    a, b = LearningLoop("a", "t"), LearningLoop("a", "t")
+    a, b = LearningLoop("a", "t", EVERY_UPDATE), LearningLoop("a", "t", EVERY_UPDATE)
     out_a = [e for i, ev in enumerate(events) for e in a.on_outcome(ev, offset=(3, i))]
     out_b = [e for i, ev in enumerate(events[:150]) for e in b.on_outcome(ev, offset=(3, i))]
-    restored = LearningLoop.from_dict(json.loads(json.dumps(b.to_dict())))
+    restored = LearningLoop.from_dict(json.loads(json.dumps(b.to_dict())), EVERY_UPDATE)
     # A crash after offset 149 was stored: the shell replays from 100.
     out_b += [e for i, ev in enumerate(events[100:], start=100) for e in restored.on_outcome(ev, offset=(3, i))]
     assert [e.value["event_id"] for e in out_a] == [e.value["event_id"] for e in out_b]
