@@ -100,10 +100,6 @@ from processors.base import pack_array, unpack_array
 __all__ = ["DegradationAlarm", "DegradationDetector", "format_reason"]
 
 
-def _log_beta(a: float, b: float) -> float:
-    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-
-
 @dataclass
 class _BernoulliChannel:
     """Predictive Bernoulli CUSUM on "good" (1) / "bad" (0) observations, testing a fall of P(good).
@@ -124,25 +120,24 @@ class _BernoulliChannel:
         return self.good + self.bad
 
     def observe(self, good: bool) -> float:
-        if good:
-            self.pending_good += 1
-        else:
-            self.pending_bad += 1
         a, b = 1.0 + self.good, 1.0 + self.bad
+        s, f = self.pending_good, self.pending_bad
         p0 = a / (a + b)
         p1 = p0 * (1.0 - self.shift) if self.relative else p0 - self.shift
         # Keep the alternative a proper probability strictly inside (0, 1).
         p1 = min(max(p1, 1e-6), 1.0 - 1e-6)
-        s, f = self.pending_good, self.pending_bad
-        alt = s * math.log(p1) + f * math.log1p(-p1)
-        null = _log_beta(a + s, b + f) - _log_beta(a, b)
-        self.statistic = alt - null
+        # The statistic is log P1(excursion) - log P0(excursion), P0 the Beta(a, b)-binomial predictive
+        # B(a + s, b + f) / B(a, b). The baseline is fixed during an excursion, so each observation adds its
+        # own term: log p1 (or log(1 - p1)) less the sequential predictive (a + s) / (a + b + s + f).
+        n = a + b + s + f
+        if good:
+            self.statistic += math.log(p1 * n / (a + s))
+            self.pending_good = s + 1
+        else:
+            self.statistic += math.log((1.0 - p1) * n / (b + f))
+            self.pending_bad = f + 1
         if self.statistic <= 0.0:
-            # The excursion ended: its data are settled and join the baseline.
-            self.good += s
-            self.bad += f
-            self.pending_good = self.pending_bad = 0
-            self.statistic = 0.0
+            self.commit()  # the excursion ended: its data are settled and join the baseline
         return self.statistic
 
     def commit(self) -> None:

@@ -62,7 +62,9 @@ class Consumer(faust_aiokafka.Consumer):
         read_offset = self._read_offset
         should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
-        track = self.track_message
+        # Pending acknowledgement, as Faust's track_message records it, without its per-message sensor calls
+        # (the worker counts what it consumes itself).
+        track = self._unacked_messages.add
         while not (should_stop() or fetcher_should_stop()):
             batch: list[Any] = []
             # Faust's own loop sleeps here too: getmany may return at once, and the loop must get a turn.
