@@ -32,7 +32,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from schemas import DecodeError, decode, decode_as, encode
+from schemas import DecodeError, decode, decode_as
+from schemas.codec import encoder
 from streams.settings import Settings
 
 log = logging.getLogger("reverify.sdk")
@@ -40,6 +41,11 @@ log = logging.getLogger("reverify.sdk")
 _SEVERITIES = ("info", "warning", "error", "critical")
 _ALERT_RANK = {"info": 0, "warning": 1, "critical": 2}
 MAX_STRING = 4096
+# fastavro's tuple notation for a union branch: naming the branch spares fastavro trying each in turn.
+_NULL = ("null", None)
+# Serving librdkafka's queue (failed deliveries, its log lines) every call costs more than it gains; it only
+# has to keep up, and flush() and a full buffer serve it too.
+_POLL_EVERY = 64
 
 
 def _now_ms() -> int:
@@ -60,17 +66,10 @@ def _string(field: str, value: Any, required: bool = True) -> str | None:
     return value
 
 
-def _finite(value: float) -> bool:
-    return value - value == 0.0  # false for nan and +-inf, and cheaper than a call to math.isfinite
-
-
-def _plain_name(value: Any) -> bool:
-    return type(value) is str and 0 < len(value) <= MAX_STRING
-
-
 def _finite_floats(values: dict[Any, Any]) -> bool:
+    """True when every key is a plain name and every value a finite float: the features the fast path accepts."""
     for key, value in values.items():
-        if type(key) is not str or type(value) is not float or value - value != 0.0:
+        if type(key) is not str or not 0 < len(key) <= MAX_STRING or type(value) is not float or value - value != 0.0:
             return False
     return True
 
@@ -157,6 +156,10 @@ class AgentEvents:
         self._outcomes = self.settings.topic("agent.outcomes")
         self._errors = self.settings.topic("agent.errors")
         self._metrics = self.settings.topic("agent.metrics")
+        # Every ts is checked to be an int before it is encoded.
+        self._encode_outcome = encoder("AgentOutcome", int_timestamps=True)
+        self._encode_error = encoder("AgentError", int_timestamps=True)
+        self._encode_metric = encoder("AgentMetric", int_timestamps=True)
         self._lock = threading.Lock()
         # Event ids: a random 96-bit prefix per client and a counter, in UUID layout. As unique as uuid4
         # across clients, and a tenth of its cost on the caller's thread.
@@ -177,11 +180,15 @@ class AgentEvents:
     @property
     def delivered(self) -> int:
         """Events the broker acknowledged (delivery reports come only for failures, to keep the hot path cheap)."""
-        return self.sent - len(self._producer) - self.failed
+        pending = self.pending  # first, as it serves the failure reports that count in failed
+        return self.sent - pending - self.failed
 
     @property
     def pending(self) -> int:
         """What librdkafka still holds: events not yet acknowledged (and, while connecting, its own requests)."""
+        # Publishing serves librdkafka's queue only now and then; what it still holds unserved (log lines,
+        # failure reports) would count here too.
+        self._producer.poll(0)
         return len(self._producer)
 
     def outcome(
@@ -208,13 +215,17 @@ class AgentEvents:
             type(success) is bool
             and type(reward) is float
             and 0.0 <= reward <= 1.0
+            # x - x == 0.0 is false for nan and +-inf only, and cheaper than a call to math.isfinite
             and type(latency_ms) is float
+            and latency_ms - latency_ms == 0.0
             and type(cost_usd) is float
-            and _finite(latency_ms)
-            and _finite(cost_usd)
-            and _plain_name(agent_name)
-            and _plain_name(task_type)
-            and _plain_name(variant_id)
+            and cost_usd - cost_usd == 0.0
+            and type(agent_name) is str
+            and 0 < len(agent_name) <= MAX_STRING
+            and type(task_type) is str
+            and 0 < len(task_type) <= MAX_STRING
+            and type(variant_id) is str
+            and 0 < len(variant_id) <= MAX_STRING
             and (tokens_in is None or (type(tokens_in) is int and tokens_in >= 0))
             and (tokens_out is None or (type(tokens_out) is int and tokens_out >= 0))
             and (features is None or (type(features) is dict and _finite_floats(features)))
@@ -225,8 +236,9 @@ class AgentEvents:
             and (ts is None or type(ts) is int)
         ):
             # The common call, checked in one expression; anything unusual takes the path that names the field.
+            event_id = f"{self._id_prefix}{next(self._ids):012x}"
             record = {
-                "event_id": f"{self._id_prefix}{next(self._ids):012x}",
+                "event_id": event_id,
                 "ts": _now_ms() if ts is None else ts,
                 "agent_name": agent_name,
                 "task_type": task_type,
@@ -235,12 +247,12 @@ class AgentEvents:
                 "reward": reward,
                 "latency_ms": latency_ms,
                 "cost_usd": cost_usd,
-                "tokens_in": tokens_in,
-                "tokens_out": tokens_out,
+                "tokens_in": _NULL if tokens_in is None else ("long", tokens_in),
+                "tokens_out": _NULL if tokens_out is None else ("long", tokens_out),
                 "features": features or {},
                 "attributes": {},
-                "trace_id": None,
-                "next_state": None,
+                "trace_id": _NULL,
+                "next_state": _NULL,
             }
         else:
             record = self._checked_outcome(
@@ -260,8 +272,9 @@ class AgentEvents:
                 ts,
                 event_id,
             )
-        self._send(self._outcomes, agent_name, "AgentOutcome", record)
-        return record["event_id"]
+            event_id = record["event_id"]
+        self._publish(self._outcomes, agent_name, self._encode_outcome(record))
+        return event_id
 
     def _checked_outcome(
         self,
@@ -342,7 +355,7 @@ class AgentEvents:
             "attributes": _mapping("attributes", attributes, _string),
             "trace_id": _string("trace_id", trace_id, required=False),
         }
-        self._send(self._errors, agent_name, "AgentError", record)
+        self._publish(self._errors, agent_name, self._encode_error(record))
         return record["event_id"]
 
     def metric(
@@ -368,20 +381,25 @@ class AgentEvents:
             "value": _number("value", value),
             "attributes": _mapping("attributes", attributes, _string),
         }
-        self._send(self._metrics, agent_name, "AgentMetric", record)
+        self._publish(self._metrics, agent_name, self._encode_metric(record))
         return record["event_id"]
 
-    def _send(self, topic: str, key: str, schema: str, record: dict[str, Any]) -> None:
-        value = encode(schema, record)
+    def _publish(self, topic: str, key: str, value: bytes) -> None:
         try:
             self._producer.produce(topic, value, key.encode())
-            self.sent += 1
         except BufferError:
-            with self._lock:
-                self.dropped += 1
-                dropped = self.dropped
-            if dropped == 1 or dropped % 1000 == 0:
-                log.warning("reverify: buffer full (%d events), dropped %d events so far", self.pending, dropped)
+            self._drop()
+            return
+        self.sent += 1
+        if not self.sent % _POLL_EVERY:
+            self._producer.poll(0)
+
+    def _drop(self) -> None:
+        with self._lock:
+            self.dropped += 1
+            dropped = self.dropped
+        if dropped == 1 or dropped % 1000 == 0:
+            log.warning("reverify: buffer full (%d events), dropped %d events so far", self.pending, dropped)
         self._producer.poll(0)
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
