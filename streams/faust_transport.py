@@ -58,7 +58,7 @@ class Consumer(faust_aiokafka.Consumer):
         if fetches is None:
             return await super()._drain_messages(fetcher)
         topics, handler = fetches
-        callback, getmany = self.callback, self.getmany
+        callback = self.callback
         read_offset = self._read_offset
         should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -69,7 +69,7 @@ class Consumer(faust_aiokafka.Consumer):
             batch: list[Any] = []
             # Faust's own loop sleeps here too: getmany may return at once, and the loop must get a turn.
             await asyncio.sleep(0)
-            async for tp, message in getmany(timeout=1.0):
+            for tp, message in await self._fetch(timeout=1.0):
                 offset = message.offset
                 last = read_offset[tp]
                 if last is not None and offset < last:
@@ -89,6 +89,27 @@ class Consumer(faust_aiokafka.Consumer):
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
+
+
+    async def _fetch(self, timeout: float) -> list[tuple[Any, Any]]:  # pragma: no cover - runs in the worker
+        """One fetch as ``(tp, message)`` pairs in offset order per partition.
+
+        Faust's ``getmany`` without what it does per record that a whole-fetch handler does not need: the
+        high-watermark lookup and monitor call, and the round-robin across partitions.
+        """
+        records, active = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return []
+        if not self.flow_active:
+            await self.perform_seek()  # what getmany does when a rebalance paused the flow
+            return []
+        to_message, buffered = self._to_message, self._buffered_partitions
+        return [
+            (tp, to_message(tp, record))
+            for tp, batch in records.items()
+            if active is None or tp in active or tp in buffered
+            for record in batch
+        ]
 
 
 class Transport(faust_aiokafka.Transport):
