@@ -88,7 +88,6 @@ class Consumer(faust_aiokafka.Consumer):
                 self._n_acked = 0
                 await self.commit()
 
-
     async def _fetch(self, timeout: float) -> list[tuple[Any, Any]]:  # pragma: no cover - runs in the worker
         """One fetch as ``(tp, message)`` pairs in offset order per partition.
 
