@@ -86,7 +86,7 @@ class LearningSettings:
     rollback_min_n: int = 5
     cooldown_ms: int = 900_000
     cooldown_min_outcomes: int = 20
-    publish_interval_ms: int = 500
+    publish_interval_ms: int = 1000
     success_shift: float = 0.25
     success_threshold: float = 9.3
     error_shift: float = 0.10
