@@ -43,9 +43,25 @@ class Emission:
     value: dict[str, Any]
 
 
+_UUID5_PREFIX = hashlib.sha1(_NAMESPACE.bytes)  # noqa: S324 - UUID version 5 is defined on SHA-1
+
+
 def derive_id(*parts: object) -> str:
-    """A UUID derived from ``parts``, so a replayed input yields the same output id."""
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+    """A UUID derived from ``parts``, so a replayed input yields the same output id.
+
+    ``uuid.uuid5`` of the joined parts, at half its cost (one per emission): the namespace's hash state is
+    computed once and the UUID text is built from the digest, without a ``uuid.UUID`` object.
+
+    >>> derive_id("qvalue", "e-1", "v1") == str(uuid.uuid5(_NAMESPACE, "qvalue\x1fe-1\x1fv1"))
+    True
+    """
+    h = _UUID5_PREFIX.copy()
+    h.update("\x1f".join(str(p) for p in parts).encode())
+    b = bytearray(h.digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50  # version 5
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = b.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def short_hex(*parts: object, length: int = 6) -> str:

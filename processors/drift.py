@@ -21,16 +21,22 @@ on the same streams beside): 6 false alarms over 100 seeds x 5,000 values (budge
 75 (max 300, every seed caught) vs ADWIN 80; 1 sd: 25 vs 48; doubled sd: 25,
 ADWIN misses half the seeds within 1,000 values.
 
-Cost: ``update`` only appends; the work is batched once per look with a few
-numpy calls. Every window's sums (placement sums and PSI bin counts, integers
-kept exactly in float64) are running sums -- the new block in, the leaving
-block out -- so nothing grows with the window length. KS D of all alarm
-windows comes from one radix sort of their concatenated *cells* (a value's
-``#{b < x} + #{b <= x}``); a configured window longer than every alarm window
-keeps cell counts instead (one pass over ``2n + 1`` cells). KS p-values are
-scipy's own exact routine, memoised process-wide on ``(n1, n2, h)``. What depends only on the sizes (the cell
-tables of a tie-free baseline, the ring's leaving-block index) is one read-only copy shared by every series, so
-it stays in cache across a thousand series.
+Cost: ``update`` only appends; the work is done once per look (25 values). A
+look of one series is a few dozen numpy calls on a few dozen values, so their
+fixed cost is most of it: the looks that fall due together -- the series of one
+event in :class:`DriftProcessor`, or any :func:`update_many` -- are taken in one
+vectorised pass. For that the window state of every series of one *shape*
+(settings, baseline size, tie-free baseline) lives in a row of one bank of
+arrays, so the pass reads and writes those rows with a few calls whatever the
+number of series. Every window's sums (placement sums and PSI bin counts,
+integers kept exactly in float64) are running sums -- the new block in, the
+leaving block out -- so nothing grows with the window length. KS D of all alarm
+windows comes from one sort of their concatenated *cells* (a value's
+``#{b < x} + #{b <= x}``), in integer units of ``1 / nw``; a configured window
+longer than every alarm window keeps cell counts instead (one pass over ``2n + 1``
+cells). KS p-values are scipy's own exact routine, memoised process-wide on
+``(n1, n2, h)``. Reports are the same to the last bit whichever series are
+looked at together.
 
 References
 ----------
@@ -58,10 +64,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -81,8 +89,10 @@ __all__ = [
     "DriftMonitor",
     "DriftProcessor",
     "DriftSettings",
+    "evaluate_looks",
     "psi",
     "psi_grade",
+    "update_many",
 ]
 
 OUTCOME_FIELDS = ("reward", "latency_ms", "cost_usd")
@@ -275,6 +285,25 @@ class _BaseMonitor:
         self._ready = False
         self._detectors = {name: _make_detector(name) for name in self.settings.detectors}
         self._detected = dict.fromkeys(self._detectors, False)
+        self._every = self.settings.look_every
+        self._batch_key: Hashable = id(self)  # series looked at together share it (see evaluate_looks)
+
+    def update(self, value: Any, ts: int) -> dict[str, Any] | None:
+        """Add one value observed at ``ts`` (epoch ms); a DriftReport dict on a report look, else ``None``."""
+        return self._look_batch([self])[0] if self.push(value, ts) else None
+
+    def push(self, value: Any, ts: int) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def look_due(self) -> bool:
+        """Whether a completed block awaits its look (see :func:`evaluate_looks`)."""
+        return len(self._pending) == self._every
+
+    @classmethod
+    def _look_batch(cls, monitors: list[Any]) -> list[dict[str, Any] | None]:
+        """The due looks of ``monitors``, which share a batch key: their reports or ``None``."""
+        return [m._evaluate() for m in monitors]
 
     # -- lifecycle -----------------------------------------------------------------
     def reset_baseline(self) -> None:
@@ -337,7 +366,12 @@ class DriftMonitor(_BaseMonitor):
     fires or resolves there, so the Alert is not held back to the next report --
     else ``None``. After an update, ``firing`` tells whether the calibrated alarm
     is on and ``transition`` whether it just fired or resolved. Non-finite values
-    are skipped (counted in ``skipped``).
+    are skipped (counted in ``skipped``). Series fed together are cheaper with
+    :func:`update_many` (or :meth:`push` and :func:`evaluate_looks`): the looks
+    that fall due together are one vectorised pass, with the same reports.
+
+    The window state lives in a row of its shape's :class:`_Bank`; the monitor
+    keeps the row's number and what is plain Python (position, counts, alarm).
     """
 
     def __init__(
@@ -351,13 +385,16 @@ class DriftMonitor(_BaseMonitor):
         super().__init__(settings, agent_name=agent_name, feature=feature, variant_id=variant_id)
         self.skipped = 0
         self.threshold = math.inf
-        self._every = self.settings.look_every
+        self._release: weakref.finalize | None = None
 
-    def update(self, value: float, ts: int) -> dict[str, Any] | None:
-        """Add one value observed at ``ts`` (epoch ms)."""
+    def push(self, value: float, ts: int) -> bool:
+        """Add one value observed at ``ts`` (epoch ms) without looking; ``True`` when a look is due.
+
+        A due look must be taken with :func:`evaluate_looks` before the series' next value.
+        """
         if not math.isfinite(value):
             self.skipped += 1
-            return None
+            return False
         self.values_seen += 1
         self._last_ts = ts
         if self._detectors:
@@ -366,14 +403,16 @@ class DriftMonitor(_BaseMonitor):
             self._learning.append(value)
             if len(self._learning) >= self.settings.baseline_size:
                 self._set_baseline(self._learning)
-            return None
+            return False
         pending = self._pending
         if not pending:
             self._block_ts0 = ts
         pending.append(value)
-        if len(pending) < self._every:
-            return None
-        return self._evaluate()
+        return len(pending) == self._every
+
+    @classmethod
+    def _look_batch(cls, monitors: list[DriftMonitor]) -> list[dict[str, Any] | None]:
+        return _look(monitors)
 
     # -- baseline ------------------------------------------------------------------
     def _set_baseline(self, values: list[Any]) -> None:
@@ -384,68 +423,31 @@ class DriftMonitor(_BaseMonitor):
             raise ValueError("a baseline needs at least two finite values")
         self._learning = []
         n = len(base)
-        self._base = base
         self._n = n
         self._mean_b = float(base.mean())
         self._sd_b = float(base.std())
         self._edges = np.quantile(base, np.linspace(0.0, 1.0, s.bins + 1))[1:-1]
         self._edges_list = [float(e) for e in self._edges]
         self._base_props = np.bincount(np.searchsorted(self._edges, base, "right"), minlength=s.bins) / n
-        self._base_props_eps = np.where(self._base_props > 0, self._base_props, s.psi_epsilon)
-        moments = placement_moments(base)
-        # A value's *cell* is #{b < x} + #{b <= x} in [0, 2n]: its midrank among the baseline values, exact under
-        # ties. Cell -> (-#{b <= x}/n, #{b < x}/n) is all KS needs of a window value, so nothing is re-sorted
-        # against the baseline.
-        uniq, counts = np.unique(base, return_counts=True)
-        if len(uniq) == n:
-            # without ties the tables depend on n alone: one shared copy stays in cache across the series, where
-            # 64 KB per series would be evicted between two looks of the same series
-            self._cell_lr, self._cell_table = _cell_tables(n)
-        else:
-            self._cell_lr, self._cell_table = _cell_tables_of(n, counts)
-        every = self._every
-        self._cap = max(s.window, *s.windows)
-        self._nblocks = self._cap // every
-        self._ring = np.zeros(self._cap, dtype=np.int16 if 2 * n < 2**15 else np.int32)
-        # one row per block of `every` values: sum(c - n), sum((c - n)^2), sum(x - mean_b), sum((x - mean_b)^2),
-        # then the block's PSI bin counts; the first two and the counts are integers, exact in float64
-        self._blocks = np.zeros((self._nblocks, 4 + s.bins))
-        self._block_ts = np.zeros(self._nblocks, dtype=np.int64)
-        self._row = np.zeros(4 + s.bins)
-        # rows: the block's cells, its values less the baseline mean, ones -- so one matmul gives every block sum
-        self._v = np.zeros((3, every))
-        self._v[2] = 1.0
-        self._block_pos = 0
+        _, counts = np.unique(base, return_counts=True)
+        tied = len(counts) < n
+        # without ties the shape depends on n alone: one shared copy, so such series are looked at together
+        self._take_row(_Shape(s, n, placement_moments(base), counts) if tied else _untied_shape(s, n))
+        padded = self._row("base")
+        padded[:n], padded[n:] = base, np.inf
+        self._row("levels")[:] = np.concatenate([[self._mean_b, -np.inf], self._edges, [np.inf]])  # see _block_rows
+        self._row("props_eps")[:] = np.where(self._base_props > 0, self._base_props, s.psi_epsilon)
         self._filled = 0  # values in the ring, up to cap
         self._looks = 0
-        wins = sorted(set(s.windows) | {s.window})
-        self._wins = np.array(wins)
-        self._wins_list = wins
-        self._head = wins.index(s.window)
-        self._alarm_rows = [i for i, w in enumerate(wins) if w in s.windows]
-        k = self._wins // every
-        # running sums of every window (alarm windows and the configured one): + the new block, - the one leaving
-        self._sums = np.zeros((len(wins), 4 + s.bins))
-        self._leave = _leaving_blocks(self._nblocks, tuple(k.tolist()))
-        s1, mu2w, s2 = window_scales(self._wins, n, moments, s.spread_weight)
-        alarm = np.isin(self._wins, s.windows)
-        # window sums of c - n are 2n * sum(p), of (c - n)^2 are 4n^2 * sum(p^2): fold the units into the scales
-        self._z_scale = np.stack([s1 / (2 * n), s2 / (4.0 * n * n)], axis=1) * alarm[:, None]
-        self._z_off = np.stack([np.zeros(len(wins)), mu2w * 4.0 * n * n], axis=1)
-        # the configured window keeps its cell counts only when it is longer than every alarm window; otherwise its
-        # KS comes with theirs from one sort of at most sum(windows) cells
-        self._cells = np.zeros(2 * n + 1, dtype=np.int32) if s.window > max(s.windows) else None
-        self._eps_by_max = 0.0 <= s.psi_epsilon <= 1.0 / self._cap
-        self._lcm = {w: n // math.gcd(n, w) * w for w in wins}  # KS lattice of each window, for the memo key
         calibration = s.calibration
         if calibration == "auto":
-            calibration = "bootstrap" if len(uniq) < n else "rank"
+            calibration = "bootstrap" if tied else "rank"
         self.threshold = calibrate_threshold(
             n,
             s.windows,
-            every,
+            self._every,
             s.rate_per_value,
-            s.window // every,
+            s.window // self._every,
             values=None if calibration == "rank" else base,
             replicates=s.calibration_replicates,
             length=s.calibration_length,
@@ -462,128 +464,54 @@ class DriftMonitor(_BaseMonitor):
     @property
     def baseline(self) -> np.ndarray | None:
         """The sorted baseline values."""
-        return self._base if self._ready else None
+        return self._row("base")[: self._n] if self._ready else None
 
-    # -- evaluation ----------------------------------------------------------------
-    def _evaluate(self) -> dict[str, Any] | None:
-        """One alarm look over the block just completed; a report on report looks and on alarm transitions."""
-        every = self._every
-        n = self._n
-        # row 0: the values' cells, row 1: the values less the baseline mean; then one matmul gives every sum
-        v = self._v
-        v[1] = self._pending
-        self._pending = []
-        x = v[1]
-        base = self._base
-        np.add(base.searchsorted(x, "left"), base.searchsorted(x, "right"), out=v[0])
-        row = self._row
-        row[4:] = np.bincount(self._edges.searchsorted(x, "right"), minlength=self.settings.bins)
-        x -= self._mean_b
-        (scc, _, sc), (_, sxx, sx), _ = (v @ v.T).tolist()
-        # sums of c - n and (c - n)^2 from those of c and c^2: integers below 2^53, exact in float64
-        row[:4] = (sc - every * n, scc - 2 * n * sc + every * n * n, sx, sxx)
-        bp = self._block_pos
-        sums = self._sums
-        sums += row - self._blocks[self._leave[bp]]  # every window: the new block in, the one leaving out
-        self._blocks[bp] = row
-        self._block_ts[bp] = self._block_ts0
-        start = bp * every
-        if self._cells is not None and self._filled >= self.settings.window:
-            # the block leaving the configured window, read before the write below (it is the same block when
-            # the configured window fills the ring)
-            old = (start - self.settings.window) % self._cap
-            np.subtract.at(self._cells, self._ring[old : old + every], 1)
-        ring_block = self._ring[start : start + every]
-        ring_block[...] = v[0]  # integer-valued floats: the cast is exact
-        if self._cells is not None:
-            np.add.at(self._cells, ring_block, 1)
-        self._block_pos = bp = (bp + 1) % self._nblocks
-        if bp == 0:
-            self._refresh_sums()
-        zz = np.abs(sums[:, :2] - self._z_off)
-        zz *= self._z_scale
-        if self._filled < self._cap:
-            self._filled += every
-            full = self._wins <= self._filled
-            zz *= full[:, None]
-        else:
-            full = None
-        self._decide(float(zz.max()), self.threshold, self._last_ts)
-        self._looks += 1
-        if self._looks % self._report_looks and self.transition is None:
-            return None
-        return self._report(zz.max(axis=1), full)
+    def _take_row(self, sh: _Shape) -> None:
+        """Move to a zeroed row of the bank of ``sh``, freeing the previous row; it is freed again on collection."""
+        if self._release is not None:
+            self._release()
+        self._shape = sh
+        self._slot = sh.bank.take()
+        self._release = weakref.finalize(self, sh.bank.free.append, self._slot)
+        self._release.atexit = False  # nothing to free at exit
+        self._block_pos = 0
+        self._batch_key = (id(sh), 0)
 
-    def _refresh_sums(self) -> None:
-        """Recompute the running window sums from the blocks once per turn of the ring.
+    def _row(self, name: str) -> np.ndarray:
+        """This series' row of a bank array (see :class:`_Bank`): a view, valid until the bank next grows."""
+        return getattr(self._shape.bank, name)[self._slot]
 
-        The integer columns stay exact anyway; this bounds the rounding drift of the float ones (sums of
-        ``x - mean_b``) at a cost of one pass over the ring per turn, i.e. O(1) per look.
-        """
-        order = (self._block_pos - 1 - np.arange(self._nblocks)) % self._nblocks  # newest first
-        self._sums[:] = self._blocks[order].cumsum(axis=0)[self._wins // self._every - 1]
-
-    @property
-    def _report_looks(self) -> int:
-        return self.settings.evaluate_every // self._every
-
-    def _report(self, z: np.ndarray, full: np.ndarray | None) -> dict[str, Any]:
+    # -- evaluation (the batched passes are the module's _look & co.) -------------------------------------------
+    def _report(
+        self, psis: list[float], ks: dict[int, tuple[float, float]], z: list[float], head: list[float], start: int
+    ) -> dict[str, Any]:
+        """The report dict from this series' row of a batched look: PSI, KS and alarm statistic per window."""
         s = self.settings
-        every = self._every
-        n = self._n
-        wins_list = self._wins_list
-        sums = self._sums
-        if full is None:
-            rows_at = self._alarm_rows
-            wh = s.window
-        else:
-            rows_at = [i for i in self._alarm_rows if full[i]]
-            wh = min(s.window, self._filled)
-        # PSI of every window at once; empty proportions -> epsilon on both sides
-        cur = sums[:, 4:] / self._wins[:, None]
-        head = sums[self._head]
-        if wh != s.window:  # the configured window is still filling: its sums are those of what there is of it
-            cur[self._head] = head[4:] / wh
-        # proportions are counts / w: when epsilon is below 1 / longest window, a max is the same as the where
-        cur = np.maximum(cur, s.psi_epsilon) if self._eps_by_max else np.where(cur > 0, cur, s.psi_epsilon)
-        bpe = self._base_props_eps
-        psis = np.einsum("ij,ij->i", cur - bpe, np.log(cur / bpe)).tolist()
-        # KS D of the alarm windows (and of the configured one unless it keeps cell counts): one sort
-        ks_wins = [wins_list[i] for i in rows_at]
-        if self._cells is None and wh not in ks_wins:
-            ks_wins.append(wh)
-        ks_d = dict(zip(ks_wins, self._ks_windows(tuple(ks_wins)), strict=True))
-        if self._cells is not None:
-            ks_d[wh] = self._ks_from_cells(wh)
+        wh = min(s.window, self._filled)
         threshold = self.threshold
-        z_list = z.tolist()
-        rows = []
-        for i in rows_at:
-            w = wins_list[i]
-            ks_stat, ks_p = self._ks_result(w, ks_d[w])
-            rows.append(
-                {
-                    "window": w,
-                    "psi": psis[i],
-                    "ks_statistic": ks_stat,
-                    "ks_pvalue": ks_p,
-                    "threshold": threshold,
-                    "alarm": z_list[i] > threshold,
-                }
-            )
-        h_ks, h_p = self._ks_result(wh, ks_d[wh])
-        h_psi = psis[self._head]
-        sum_x, sum_xx = head[2:4].tolist()  # Python floats: cheaper scalar arithmetic than numpy scalars
+        rows = [
+            {
+                "window": w,
+                "psi": psis[i],
+                "ks_statistic": ks[w][0],
+                "ks_pvalue": ks[w][1],
+                "threshold": threshold,
+                "alarm": z[i] > threshold,
+            }
+            for i, w in self._shape.shown(self._filled)
+        ]
+        h_ks, h_p = ks[wh]
+        h_psi = psis[self._shape.head]
+        sum_x, sum_xx = head
         mean_d = sum_x / wh
         var_w = max(sum_xx / wh - mean_d * mean_d, 0.0)
         sd_b = self._sd_b if self._sd_b > 0 else 1e-10  # the seed's guard against a constant baseline
         mean_shift = float(mean_d / sd_b)
         ratio = math.sqrt(var_w) / sd_b
         lo, hi = s.variance_ratio_bounds
-        ts = self._last_ts
-        report = self._frame(ts)
+        report = self._frame(self._last_ts)
         report.update(
-            baseline_size=n,
+            baseline_size=self._n,
             bin_edges=list(self._edges_list),
             window_size=wh,
             psi=h_psi,
@@ -596,52 +524,22 @@ class DriftMonitor(_BaseMonitor):
             variance_flag=not lo <= ratio <= hi,
             alarm=self.firing,
             windows=rows,
-            window_start=int(self._block_ts[(self._block_pos - wh // every) % self._nblocks]),
+            window_start=start,
         )
         return report
 
-    def _ks_result(self, w: int, d: float) -> tuple[float, float]:
-        """``(statistic, pvalue)`` exactly as ``scipy.stats.ks_2samp`` gives them, from the memo when seen before."""
-        n = self._n
-        lcm = self._lcm.get(w) or n // math.gcd(n, w) * w  # not precomputed: a configured window still filling
-        key = (n, w, round(d * lcm))
-        hit = KS_MEMO.get(key)
-        if hit is None:
-            hit = ks_exact(*key)
-            if hit is None:  # pragma: no cover - scipy without its exact routine: ks_2samp on a surrogate window
-                lr = self._cell_lr[self._last_cells(w)]
-                hit = ks_pvalue(self._base, lr[:, 0], lr[:, 1], d)
+    def _ks_result(self, w: int, h: int) -> tuple[float, float]:
+        """``(statistic, pvalue)`` exactly as ``scipy.stats.ks_2samp`` gives them for ``D = h / lcm(n, w)``."""
+        hit = ks_exact(self._n, w, h)
+        if hit is None:  # pragma: no cover - scipy without its exact routine: ks_2samp on a surrogate window
+            below, upto = self._shape.placements(self._last_cells(w).astype(np.int64))
+            hit = ks_pvalue(self.baseline, below, upto, h * math.gcd(self._n, w) / (self._n * w))
         return hit
 
     def _last_cells(self, w: int) -> np.ndarray:
         """Cells of the last ``w`` values (oldest first)."""
         end = self._block_pos * self._every
-        return self._ring.take(np.arange(end - w, end), mode="wrap")
-
-    def _ks_windows(self, wins: tuple[int, ...]) -> list[float]:
-        """KS D of the last ``w`` values for every ``w`` in ``wins``, from one sort of their concatenated cells.
-
-        For a window sorted by value, ``F_w - F_b`` peaks just after a window value (``j/w - #{b <= x}/n``) and
-        ``F_b - F_w`` just before one (``#{b < x}/n - (j-1)/w``); each window's cells are kept apart in the sort
-        by adding a per-window offset, and each window's maximum is one ``reduceat``.
-        """
-        rel, key_off, steps, starts = _segments(wins, 2 * self._n + 1)
-        idx = _ring_positions(wins, 2 * self._n + 1, self._block_pos * self._every, self._cap)
-        keys = self._ring[idx]
-        keys = np.add(keys, key_off, dtype=key_off.dtype)
-        keys.sort(kind="stable")  # 16-bit keys: a radix sort
-        gathered = self._cell_table.take(keys, axis=0, mode="wrap")  # wrap drops the window's key offset
-        gathered += steps
-        return np.maximum.reduceat(gathered, starts, axis=0).max(axis=1).tolist()
-
-    def _ks_from_cells(self, w: int) -> float:
-        """KS D of the configured window from its cell counts: one pass over ``2n + 1`` cells, whatever ``w``."""
-        cnt = self._cells
-        cw = np.cumsum(cnt) * (1.0 / w)
-        table = self._cell_table
-        pos = (cw + table[:, 0]).max()
-        neg = (table[:, 1] - cw + cnt * (1.0 / w)).max()
-        return float(max(pos, neg, 0.0))
+        return self._row("ring")[: self._shape.cap].take(np.arange(end - w, end), mode="wrap")
 
     # -- state ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -663,11 +561,11 @@ class DriftMonitor(_BaseMonitor):
         }
         if self._ready:
             state.update(
-                baseline=pack_array(self._base),
-                ring=pack_array(self._ring),
-                blocks=pack_array(self._blocks),
-                sums=pack_array(self._sums),  # carried, not recomputed: a restore continues bit for bit
-                block_ts=pack_array(self._block_ts),
+                baseline=pack_array(self.baseline),
+                ring=pack_array(self._row("ring")[: self._shape.cap]),
+                blocks=pack_array(self._row("blocks")),
+                sums=pack_array(self._row("sums")),  # carried, not recomputed: a restore continues bit for bit
+                block_ts=pack_array(self._row("block_ts")),
                 block_pos=self._block_pos,
                 filled=self._filled,
                 looks=self._looks,
@@ -681,14 +579,19 @@ class DriftMonitor(_BaseMonitor):
         m = cls(settings, agent_name=agent, feature=feature, variant_id=variant)
         if state["ready"]:
             m._set_baseline(unpack_array(state["baseline"]).tolist())
-            m._ring[:] = unpack_array(state["ring"], m._ring.dtype)
-            m._blocks[:] = unpack_array(state["blocks"]).reshape(m._blocks.shape)
-            m._sums[:] = unpack_array(state["sums"]).reshape(m._sums.shape)
-            m._block_ts[:] = unpack_array(state["block_ts"], np.int64)
+            sh = m._shape
+            ring = m._row("ring")
+            ring[: sh.cap] = unpack_array(state["ring"], ring.dtype)
+            ring[sh.cap :] = ring[: sh.mirror]
+            for name in ("blocks", "sums"):
+                row = m._row(name)
+                row[:] = unpack_array(state[name]).reshape(row.shape)
+            m._row("block_ts")[:] = unpack_array(state["block_ts"], np.int64)
             m._block_pos, m._filled, m._looks = state["block_pos"], state["filled"], state["looks"]
+            m._batch_key = (id(sh), m._block_pos)
             w = min(m.settings.window, m._filled)
-            if m._cells is not None and w:
-                m._cells[:] = np.bincount(m._last_cells(w), minlength=len(m._cells))
+            if sh.keep_cells and w:
+                m._row("cells")[:] = np.bincount(m._last_cells(w), minlength=2 * m._n + 1)
         m._learning = list(state["learning"])
         m._pending = list(state["pending"])
         m.values_seen, m.generation = state["values_seen"], state["generation"]
@@ -697,25 +600,195 @@ class DriftMonitor(_BaseMonitor):
         return m
 
 
-def _cell_tables_of(n: int, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(#{b < x}, #{b <= x})`` per cell of a baseline whose sorted distinct values occur ``counts`` times, and the
-    ``(-#{b <= x}/n, #{b < x}/n)`` table KS gathers from."""
+def update_many(monitors: Sequence[_BaseMonitor], values: Sequence[Any], ts: int) -> list[dict[str, Any] | None]:
+    """``[m.update(v, ts) for m, v in zip(monitors, values)]`` with the looks that fall due taken together.
+
+    The monitors must be distinct. Each report is the one ``update`` gives, to the last bit.
+
+    >>> rng = np.random.default_rng(1)
+    >>> ms = [DriftMonitor(DriftSettings(baseline_size=100, window=100, windows=(50, 100))) for _ in range(3)]
+    >>> for m in ms:
+    ...     m.pin_baseline(rng.normal(0, 1, 100).tolist())
+    >>> out = [update_many(ms, rng.normal(0, 1, 3).tolist(), i) for i in range(100)]
+    >>> [sum(r is not None for r in row) for row in out[48:51]], out[99][2]["window_size"]
+    ([0, 3, 0], 100)
+    """
+    due = [i for i, (m, v) in enumerate(zip(monitors, values, strict=True)) if m.push(v, ts)]
+    out: list[dict[str, Any] | None] = [None] * len(monitors)
+    for i, report in zip(due, evaluate_looks([monitors[i] for i in due]), strict=True):
+        out[i] = report
+    return out
+
+
+def evaluate_looks(monitors: Sequence[_BaseMonitor]) -> list[dict[str, Any] | None]:
+    """Take the due look of each monitor (see :meth:`DriftMonitor.push`); its report or ``None``, in order.
+
+    Numeric series of one shape (settings and baseline size, tie-free baselines) at the same ring position are
+    looked at in one vectorised pass over their bank rows. A block is a few dozen values, so a look of one series
+    is dominated by the fixed cost of its numpy calls; one pass shares that cost among the series. The monitors
+    must be distinct.
+    """
+    groups: dict[Hashable, list[int]] = {}
+    for i, m in enumerate(monitors):
+        groups.setdefault(m._batch_key, []).append(i)
+    if len(groups) == 1:
+        return type(monitors[0])._look_batch(list(monitors))
+    out: list[dict[str, Any] | None] = [None] * len(monitors)
+    for idx in groups.values():
+        batch = [monitors[i] for i in idx]
+        for i, report in zip(idx, type(batch[0])._look_batch(batch), strict=True):
+            out[i] = report
+    return out
+
+
+class _Shape:
+    """What a look depends on besides a series' own state: its settings, baseline size and placement moments.
+
+    Read-only and shared: one copy per distinct shape (see :func:`_untied_shape`), which keeps it in cache across
+    the series and tells :func:`evaluate_looks` which series can be looked at together. It owns the bank that
+    holds the window state of its series.
+    """
+
+    def __init__(
+        self, s: DriftSettings, n: int, moments: tuple[float, float, float], counts: np.ndarray | None
+    ) -> None:
+        every = s.look_every
+        self.n, self.every, self.window, self.bins = n, every, s.window, s.bins
+        self.cap = max(s.window, *s.windows)
+        self.nblocks = self.cap // every
+        self.report_looks = s.evaluate_every // every
+        wins = sorted(set(s.windows) | {s.window})
+        self.wins, self.wins_list = np.array(wins), wins
+        self.head = wins.index(s.window)
+        self.alarm_wins = [(i, w) for i, w in enumerate(wins) if w in s.windows]
+        self.leave = _leaving_blocks(self.nblocks, tuple(w // every for w in wins))
+        s1, mu2w, s2 = window_scales(self.wins, n, moments, s.spread_weight)
+        alarm = np.isin(self.wins, s.windows)
+        # window sums of c - n are 2n * sum(p), of (c - n)^2 are 4n^2 * sum(p^2): fold the units into the scales
+        self.z_scale = np.stack([s1 / (2 * n), s2 / (4.0 * n * n)], axis=1) * alarm[:, None]
+        self.z_off = np.stack([np.zeros(len(wins)), mu2w * 4.0 * n * n], axis=1)
+        # the configured window keeps its cell counts only when it is longer than every alarm window; otherwise its
+        # KS comes with theirs from one sort of at most sum(windows) cells
+        self.keep_cells = s.window > max(s.windows)
+        self.mirror = max(s.windows)  # the longest window KS sorts (see sorted_ks_windows)
+        self.psi_epsilon = s.psi_epsilon
+        self.eps_by_max = 0.0 <= s.psi_epsilon <= 1.0 / self.cap
+        # a tied baseline's (#{b < x}, #{b <= x}) per cell; without ties they are cell arithmetic
+        self.lr = None if counts is None else _cell_placements(n, counts)
+        self.ks_wins = self._ks_windows(self.cap)
+        self.bank = _Bank(self)
+
+    def shown(self, filled: int) -> list[tuple[int, int]]:
+        """``(row, window)`` of the alarm windows a report shows: those already full."""
+        if filled >= self.cap:
+            return self.alarm_wins
+        return [(i, w) for i, w in self.alarm_wins if w <= filled]
+
+    def sorted_ks_windows(self, filled: int) -> tuple[int, ...]:
+        """Windows whose KS comes from sorting their cells: the shown alarm windows, the configured one unless it
+        keeps cell counts (with what there is of it while it fills)."""
+        return self.ks_wins if filled >= self.cap else self._ks_windows(filled)
+
+    def _ks_windows(self, filled: int) -> tuple[int, ...]:
+        wins = [w for _, w in self.shown(filled)]
+        head = min(self.window, filled)
+        if not self.keep_cells and head not in wins:
+            wins.append(head)
+        return tuple(wins)
+
+    def placements(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(#{b < x}, #{b <= x})`` of values known by their cells, in the cells' integer type."""
+        if self.lr is None:
+            below = cells >> 1  # cell 2i: between b_i and b_(i+1); 2i + 1: equal to b_i
+            return below, cells - below
+        below, upto = self.lr.take(cells, axis=1)
+        return below.astype(cells.dtype, copy=False), upto.astype(cells.dtype, copy=False)
+
+
+class _Bank:
+    """The state of every series of one shape, a row each: its baseline and PSI levels, then its window state.
+
+    With the series' rows side by side a look of many of them is a few numpy calls on those rows, where per-series
+    arrays would take a few calls per series. Rows are recycled: a series frees its row when it takes a new
+    baseline or is collected; the arrays grow by doubling and never shrink. Like the monitors, not thread-safe:
+    a worker drives its processors from one thread.
+    """
+
+    def __init__(self, sh: _Shape) -> None:
+        ring_type = np.int16 if 2 * sh.n < 2**15 else np.int32
+        k = 4 + sh.bins
+        # per row: shape of the row, dtype; a ring holds the cells of the last `cap` values, then a copy of the
+        # first `mirror` of them, so that every window KS sorts is one contiguous slice; a block row holds
+        # sum(c - n), sum((c - n)^2), sum(x - mean_b), sum((x - mean_b)^2), then the block's PSI bin counts (all
+        # but the x sums integers, exact in float64); sums are the running sums of every window
+        self._layout: dict[str, tuple[tuple[int, ...], Any]] = {
+            "base": ((2 ** (sh.n + 1).bit_length() - 1,), np.float64),  # padded with inf: see _count_below
+            "levels": ((sh.bins + 2,), np.float64),
+            "props_eps": ((sh.bins,), np.float64),
+            "ring": ((sh.cap + sh.mirror,), ring_type),
+            "blocks": ((sh.nblocks, k), np.float64),
+            "block_ts": ((sh.nblocks,), np.int64),
+            "sums": ((len(sh.wins_list), k), np.float64),
+        }
+        if sh.keep_cells:  # cell counts of the configured window
+            self._layout["cells"] = ((2 * sh.n + 1,), np.int32)
+        self.cells: np.ndarray | None = None
+        self.free: list[int] = []
+        self.rows = 0
+        self._grow(1)
+
+    base: np.ndarray
+    levels: np.ndarray
+    props_eps: np.ndarray
+    ring: np.ndarray
+    blocks: np.ndarray
+    block_ts: np.ndarray
+    sums: np.ndarray
+
+    def take(self) -> int:
+        """A zeroed row."""
+        if not self.free:
+            self._grow(2 * self.rows)
+        row = self.free.pop()
+        for name in self._layout:
+            getattr(self, name)[row] = 0
+        return row
+
+    def _grow(self, rows: int) -> None:
+        for name, (shape, dtype) in self._layout.items():
+            grown = np.zeros((rows, *shape), dtype=dtype)
+            if self.rows:
+                grown[: self.rows] = getattr(self, name)
+            setattr(self, name, grown)
+        self.free.extend(range(rows - 1, self.rows - 1, -1))  # lowest first: rows of series made together stay in order
+        self.rows = rows
+
+    def row_bytes(self, names: Iterable[str]) -> int:
+        """Bytes of one row of the named arrays."""
+        return sum(getattr(self, name)[0].nbytes for name in names if name in self._layout)
+
+
+@lru_cache(maxsize=64)
+def _untied_shape(s: DriftSettings, n: int) -> _Shape:
+    """The shape of every tie-free baseline of ``n`` values (their placement moments are those of ``0 .. n-1``)."""
+    return _Shape(s, n, placement_moments(np.arange(float(n))), None)
+
+
+def _cell_placements(n: int, counts: np.ndarray) -> np.ndarray:
+    """``(#{b < x}, #{b <= x})`` per cell (columns) of a baseline whose sorted distinct values occur ``counts`` times.
+
+    >>> _cell_placements(3, np.array([2, 1])).tolist()  # baseline (a, a, b): cells 0 .. 6, odd 1 and 3 impossible
+    [[0, 0, 0, 0, 2, 2, 3], [0, 3, 2, 3, 2, 3, 3]]
+    """
     right_u = np.cumsum(counts)
-    lr = np.empty((2 * n + 1, 2), dtype=np.int64)
-    lr[:] = (0, n)  # cells no value can take: harmless (<= 0) in the all-cells maxima of _ks_from_cells
+    lr = np.empty((2, 2 * n + 1), dtype=np.int32)
+    lr[0], lr[1] = 0, n  # cells no value can take: harmless (<= 0) in every KS maximum
     gaps = np.concatenate([[0], right_u])
-    lr[2 * gaps] = gaps[:, None]  # strictly between distinct values: #< = #<=
-    lr[right_u - counts + right_u, 0] = right_u - counts
-    lr[right_u - counts + right_u, 1] = right_u
-    return lr, np.stack([-lr[:, 1] / n, lr[:, 0] / n], axis=1)
-
-
-@lru_cache(maxsize=16)
-def _cell_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_cell_tables_of` for a baseline of ``n`` distinct values, shared by every such series (read-only)."""
-    lr, table = _cell_tables_of(n, np.ones(n, dtype=np.int64))
-    lr.flags.writeable = table.flags.writeable = False
-    return lr, table
+    lr[:, 2 * gaps] = gaps  # strictly between distinct values: #< = #<=
+    lr[0, right_u - counts + right_u] = right_u - counts
+    lr[1, right_u - counts + right_u] = right_u
+    lr.flags.writeable = False
+    return lr
 
 
 @lru_cache(maxsize=64)
@@ -726,29 +799,301 @@ def _leaving_blocks(nblocks: int, k: tuple[int, ...]) -> np.ndarray:
     return leave
 
 
-@lru_cache(maxsize=256)
-def _segments(wins: tuple[int, ...], span: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Layout of the concatenated windows for :meth:`DriftMonitor._ks_windows` (shared by every series).
+class _Rows(NamedTuple):
+    """The bank rows of a batch of series, in batch order: a slice when they are consecutive (views, no copies)."""
 
-    Returns ring offsets relative to the end (oldest first per window), the per-window sort-key offsets (16-bit
-    when they fit, so the sort is a radix sort), the ``(j/w, -(j-1)/w)`` steps of each sorted position, and each
-    window's first position.
+    at: slice | np.ndarray
+    ids: np.ndarray
+
+    @classmethod
+    def of(cls, ms: list[DriftMonitor]) -> _Rows:
+        if len(ms) == 1:
+            slot = ms[0]._slot
+            return cls(slice(slot, slot + 1), np.array([slot]))
+        slots = [m._slot for m in ms]
+        first = slots[0]
+        ids = np.array(slots)
+        if slots == list(range(first, first + len(slots))):
+            return cls(slice(first, first + len(slots)), ids)
+        return cls(ids, ids)
+
+    def each(self, a: np.ndarray) -> Iterable[np.ndarray]:
+        """The rows of ``a``, views."""
+        return a[self.at] if isinstance(self.at, slice) else (a[i] for i in self.ids.tolist())
+
+    def pick(self, a: np.ndarray, cols: Any) -> np.ndarray:
+        """``a[row, cols]`` for each row: one index per row broadcast against ``cols``."""
+        return a[self.at, cols] if isinstance(self.at, slice) else a[self.ids[:, None], cols]
+
+
+def _look(ms: list[DriftMonitor]) -> list[dict[str, Any] | None]:
+    """One alarm look of series of one shape at one ring position; a report where it is a report look or the
+    alarm fired or resolved."""
+    sh = ms[0]._shape
+    rows = _Rows.of(ms)
+    x = np.fromiter(chain.from_iterable(m._pending for m in ms), float, len(ms) * sh.every).reshape(len(ms), -1)
+    for m in ms:
+        m._pending = []
+    cells = _cells(sh, rows, x)
+    sums = _advance(ms, sh, rows, _block_rows(sh, rows, x, cells), cells)
+    z = np.abs(sums[:, :, :2] - sh.z_off)
+    z *= sh.z_scale
+    z = z.max(axis=2)  # per window: the larger of the location and spread statistics
+    for i, m in enumerate(ms):
+        if m._filled < sh.cap:  # a window not yet full is not looked at
+            m._filled += sh.every
+            z[i] *= sh.wins <= m._filled
+    due = []
+    for i, (m, stat) in enumerate(zip(ms, z.max(axis=1).tolist(), strict=True)):
+        m._decide(stat, m.threshold, m._last_ts)
+        m._looks += 1
+        if m.transition is not None or not m._looks % sh.report_looks:
+            due.append(i)
+    out: list[dict[str, Any] | None] = [None] * len(ms)
+    if due:
+        batch = [ms[i] for i in due]
+        reports = _reports(batch, sh, rows if len(due) == len(ms) else _Rows.of(batch), sums[due], z[due])
+        for i, report in zip(due, reports, strict=True):
+            out[i] = report
+    return out
+
+
+def _cells(sh: _Shape, rows: _Rows, x: np.ndarray) -> np.ndarray:
+    """Each value's cell ``#{b < x} + #{b <= x}`` among its series' baseline values, shape (series, every).
+
+    A cell in ``[0, 2n]`` is a value's midrank among the baseline values, exact under ties; it is all the alarm
+    and KS need of a value, so nothing is re-sorted against the baseline.
     """
+    below = _count_below(sh, rows, x)
+    if sh.lr is None and len(x) > _GATHER_FROM:
+        # without ties #{b <= x} is #{b < x}, plus one where x is the next baseline value (inf past the last): one
+        # gather for all the series instead of a second binary search per series
+        at = sh.bank.base.reshape(-1).take(below + rows.ids[:, None] * sh.bank.base.shape[1])
+        return 2 * below + (at == x)
+    return below + np.array([b.searchsorted(row, "right") for b, row in zip(rows.each(sh.bank.base), x, strict=True)])
+
+
+_GATHER_FROM = 4  # series: below, a second search per series costs fewer numpy calls than the gather
+
+
+def _count_below(sh: _Shape, rows: _Rows, x: np.ndarray) -> np.ndarray:
+    """``#{b < x}`` of each value among its series' baseline values, shape (series, every).
+
+    For a few series, numpy's binary search per series. For many, one branch-free binary search over all their
+    bank rows at once: numpy's search mispredicts about every other branch on random values, while the probes of
+    all series together are a few gathers whose cache misses overlap. A row is padded with inf to ``2^k - 1``
+    values, so halving steps from ``2^(k-1)`` keep every probe inside it.
+    """
+    base = sh.bank.base
+    if len(x) < _SEARCH_TOGETHER_FROM:
+        return np.array([b.searchsorted(row) for b, row in zip(rows.each(base), x, strict=True)])
+    width = base.shape[1]
+    flat = base.reshape(-1)
+    before_row = rows.ids[:, None] * width - 1
+    below = np.zeros(x.shape, dtype=np.intp)
+    step = (width + 1) >> 1
+    while step:
+        below += step * (flat.take(below + (before_row + step)) < x)  # probe the step-th value past `below`
+        step >>= 1
+    return below
+
+
+_SEARCH_TOGETHER_FROM = 128  # series: measured crossover of the two searches is about 100
+
+
+def _block_rows(sh: _Shape, rows: _Rows, x: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Each series' block row of its new block (see :class:`_Bank`), shape (series, 4 + bins).
+
+    One matrix product per series gives them all: the vectors ``c - n``, ``d = x - mean_b``, then ``x >= edge``
+    for each PSI edge from ``-inf`` (all ones) to ``inf``, times the first three. The counts at or above
+    successive edges differ by the bin counts. Every product of integers stays below 2^53: exact in float64.
+    """
+    series, every = x.shape
+    levels = sh.bank.levels[rows.at]  # mean_b, then the edges
+    v = np.empty((series, sh.bins + 3, every))
+    np.subtract(cells, sh.n, out=v[:, 0])
+    np.subtract(x, levels[:, :1], out=v[:, 1])
+    np.greater_equal(x[:, None, :], levels[:, 1:, None], out=v[:, 2:], casting="unsafe")
+    p = np.matmul(v, v[:, :3].transpose(0, 2, 1)).reshape(series, -1)  # column 3i + j: v_i . v_j
+    at_or_above = p[:, 8::3]  # v_i . v_2 for i >= 2
+    sums = p.take([2, 0, 5, 4], axis=1)  # sum(c - n), sum((c - n)^2), sum(d), sum(d^2)
+    return np.concatenate([sums, at_or_above[:, :-1] - at_or_above[:, 1:]], axis=1)
+
+
+def _advance(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, new: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Store the new blocks; returns every window's sums (series, windows, 4 + bins), the new block in, the
+    leaving one out."""
+    bank = sh.bank
+    bp = ms[0]._block_pos
+    sums = bank.sums[rows.at] + (new[:, None, :] - rows.pick(bank.blocks, sh.leave[bp]))
+    bank.blocks[rows.at, bp] = new
+    bank.block_ts[rows.at, bp] = [m._block_ts0 for m in ms]
+    start = bp * sh.every
+    if bank.cells is not None:
+        _move_cells(ms, sh, rows, start, cells)
+    bank.ring[rows.at, start : start + sh.every] = cells  # cells < 2^15 (or 2^31) by the ring's type: exact
+    if start < sh.mirror:
+        bank.ring[rows.at, start + sh.cap : start + sh.cap + sh.every] = cells
+    bp = (bp + 1) % sh.nblocks
+    key = (id(sh), bp)
+    for m in ms:
+        m._block_pos, m._batch_key = bp, key
+    if bp == 0:
+        # once per turn of the ring, the sums afresh from the blocks: the integer columns stay exact anyway, this
+        # bounds the rounding drift of the x sums at O(1) per look
+        order = (-1 - np.arange(sh.nblocks)) % sh.nblocks  # newest first
+        sums = rows.pick(bank.blocks, order).cumsum(axis=1)[:, sh.wins // sh.every - 1]
+    bank.sums[rows.at] = sums
+    return sums
+
+
+def _move_cells(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, start: int, cells: np.ndarray) -> None:
+    """Cell counts of the configured window: the new block in, the one leaving out.
+
+    The leaving block is read before the ring's write: the configured window, longer than every alarm window,
+    fills the ring, so it is the very block being overwritten.
+    """
+    span = 2 * sh.n + 1
+    flat = sh.bank.cells.reshape(-1)  # flat indices and a value array keep ufunc.at on its fast path
+    full = [m._filled >= sh.window for m in ms]
+    if any(full):
+        old = (start - sh.window) % sh.cap
+        leaving = sh.bank.ring[rows.at, old : old + sh.every][full] + (rows.ids[full] * span)[:, None]
+        np.add.at(flat, leaving.ravel(), _constant(leaving.size, -1))
+    entering = (cells + rows.ids[:, None] * span).ravel()
+    np.add.at(flat, entering, _constant(entering.size, 1))
+
+
+@lru_cache(maxsize=32)
+def _constant(size: int, value: int) -> np.ndarray:
+    return np.full(size, value, dtype=np.int32)
+
+
+def _reports(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, sums: np.ndarray, z: np.ndarray) -> list[dict[str, Any]]:
+    """Reports of series of one shape: PSI and KS of every window in a few passes over all of them, then the dicts."""
+    psis = _psis(ms, sh, rows, sums).tolist()
+    ks = _ks_of(ms, sh, rows)
+    heads = sums[:, sh.head, 2:4].tolist()
+    bp = ms[0]._block_pos
+    first = [(bp - min(sh.window, m._filled) // sh.every) % sh.nblocks for m in ms]  # the head window's first block
+    starts = sh.bank.block_ts[rows.ids, first].tolist()
+    return [m._report(*row) for m, row in zip(ms, zip(psis, ks, z.tolist(), heads, starts, strict=True), strict=True)]
+
+
+def _psis(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, sums: np.ndarray) -> np.ndarray:
+    """PSI of every window of every series (series, windows); empty proportions -> epsilon on both sides."""
+    cur = sums[:, :, 4:] / sh.wins[:, None]
+    for i, m in enumerate(ms):
+        if m._filled < sh.window:  # the configured window still filling: its sums are those of what there is of it
+            cur[i, sh.head] = sums[i, sh.head, 4:] / m._filled
+    eps = sh.psi_epsilon
+    # proportions are counts / w: when epsilon is below 1 / longest window, a max is the same as the where
+    cur = np.maximum(cur, eps) if sh.eps_by_max else np.where(cur > 0, cur, eps)
+    base = sh.bank.props_eps[rows.at][:, None, :]
+    terms = (cur - base) * np.log(cur / base)
+    return terms.sum(axis=2)  # along each row: the same bits whatever the batch
+
+
+def _ks_of(ms: list[DriftMonitor], sh: _Shape, rows: _Rows) -> list[dict[int, tuple[float, float]]]:
+    """Per series, KS ``(statistic, pvalue)`` of each window its report shows, as ``scipy.stats.ks_2samp`` gives.
+
+    Series whose windows are all full share one pass; one still filling (once per baseline) has its own windows.
+    The p-value depends only on ``(n, w, D)`` with ``D = h / lcm(n, w)``: the process-wide memo answers by ``h``.
+    """
+    steady = [i for i, m in enumerate(ms) if m._filled >= sh.cap]
+    parts = [steady] if steady else []
+    parts += [[i] for i, m in enumerate(ms) if m._filled < sh.cap]
+    out: list[dict[int, tuple[float, float]]] = [{} for _ in ms]
+    n = sh.n
+    get = KS_MEMO.get
+    for part in parts:
+        batch = [ms[i] for i in part]
+        at = rows if len(part) == len(ms) else _Rows.of(batch)
+        filled = batch[0]._filled
+        wins = list(sh.sorted_ks_windows(filled))
+        nums = _sorted_ks(sh, at, batch[0]._block_pos, tuple(wins))
+        if sh.keep_cells:
+            wins.append(min(sh.window, filled))
+            nums = np.column_stack([nums, _cells_ks(sh, at, wins[-1])])
+        nums //= [math.gcd(n, w) for w in wins]  # n w D -> lcm(n, w) D
+        for i, m, hs in zip(part, batch, nums.tolist(), strict=True):
+            out[i] = {w: get((n, w, h)) or m._ks_result(w, h) for w, h in zip(wins, hs, strict=True)}
+    return out
+
+
+def _sorted_ks(sh: _Shape, rows: _Rows, block_pos: int, wins: tuple[int, ...]) -> np.ndarray:
+    """``n * w * D`` of the last ``w`` values of each series for each ``w`` in ``wins``, shape (series, windows).
+
+    For a window sorted by value, ``F_w - F_b`` peaks just after a window value (``j/w - #{b <= x}/n``) and
+    ``F_b - F_w`` just before one (``#{b < x}/n - (j-1)/w``): in units of ``1 / nw``, integers. All windows of all
+    series are one sort of their concatenated cells (each window's kept apart by a key offset) and each window's
+    maximum is one ``reduceat``.
+    """
+    seg = _segments(wins, sh.n)
+    longest = max(wins)
+    end = block_pos * sh.every
+    if end < longest:
+        end += sh.cap  # the ring's mirrored head
+    keys = np.add(sh.bank.ring[rows.at, end - longest : end].take(seg.cols, axis=1), seg.key_off, dtype=np.int32)
+    keys.sort(axis=1)  # no stability needed: equal keys are equal cells; int32 sorts with SIMD
+    keys -= seg.key_off
+    below, upto = sh.placements(keys.astype(seg.dtype, copy=False))
+    upto *= seg.minus_w
+    upto += seg.jn  # j n - w #{b <= x}
+    below *= seg.w
+    below -= seg.j1n  # w #{b < x} - (j - 1) n
+    np.maximum(upto, below, out=upto)
+    return np.maximum.reduceat(upto, seg.starts, axis=1)
+
+
+def _cells_ks(sh: _Shape, rows: _Rows, w: int) -> np.ndarray:
+    """``n * w * D`` of the configured window from its cell counts: one pass over ``2n + 1`` cells, whatever ``w``.
+
+    With ``K`` the window's values at or below a cell, the maxima over cells of ``K n - w #{b <= x}`` and of
+    ``w #{b < x} - K' n``, ``K'`` those below the cell (``K`` of the cell before; 0 before cell 0, where the
+    second term is 0).
+    """
+    n = sh.n
+    dtype = np.int32 if w * (n + 1) < 2**31 else np.int64  # numerators are at most w n in size
+    kn = np.cumsum(sh.bank.cells[rows.at], axis=1, dtype=dtype)
+    kn *= n
+    below, upto = sh.placements(np.arange(2 * n + 1, dtype=dtype))
+    pos = (kn - w * upto).max(axis=1)
+    neg = (w * below[1:] - kn[:, :-1]).max(axis=1)
+    return np.maximum(np.maximum(pos, neg), 0)
+
+
+class _Segments(NamedTuple):
+    """Layout of the concatenated windows of :func:`_sorted_ks`, per sorted position (shared by every series)."""
+
+    cols: np.ndarray  # position among the last max(wins) values: the last w of them, for each window
+    key_off: np.ndarray  # the window's sort-key offset, a multiple of 2n + 1
+    w: np.ndarray  # the window's length
+    minus_w: np.ndarray
+    jn: np.ndarray  # j n for the j-th smallest value of its window (1-based)
+    j1n: np.ndarray  # (j - 1) n
+    starts: np.ndarray  # each window's first position
+    dtype: type  # of the numerators: int32 when they fit
+
+
+@lru_cache(maxsize=256)
+def _segments(wins: tuple[int, ...], n: int) -> _Segments:
     lens = np.array(wins)
     seg = np.repeat(np.arange(len(wins)), lens)
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    j = np.arange(len(seg)) - starts[seg] + 1  # 1 .. w within each window
-    w = lens[seg].astype(float)
-    rel = j - 1 - lens[seg]  # -w .. -1: the last w values, oldest first
-    steps = np.stack([j / w, -(j - 1) / w], axis=1)
-    key_type = np.int16 if len(wins) * span < 2**15 else np.int64
-    return rel, (seg * span).astype(key_type), steps, starts
-
-
-@lru_cache(maxsize=4096)
-def _ring_positions(wins: tuple[int, ...], span: int, end: int, cap: int) -> np.ndarray:
-    """Ring positions of the concatenated windows ending at ``end``; cached per ring position, shared by series."""
-    return (_segments(wins, span)[0] + end) % cap
+    j = np.arange(len(seg)) - starts[seg] + 1
+    w = lens[seg]
+    dtype = np.int32 if max(wins) * (n + 1) < 2**31 else np.int64  # numerators are at most w n in size
+    return _Segments(
+        cols=j - 1 - w + max(wins),
+        key_off=(seg * (2 * n + 1)).astype(np.int32),
+        w=w.astype(dtype),
+        minus_w=(-w).astype(dtype),
+        jn=(j * n).astype(dtype),
+        j1n=((j - 1) * n).astype(dtype),
+        starts=starts,
+        dtype=dtype,
+    )
 
 
 class CategoricalDriftMonitor(_BaseMonitor):
@@ -772,21 +1117,19 @@ class CategoricalDriftMonitor(_BaseMonitor):
 
     OTHER = "other"
 
-    def update(self, value: str, ts: int) -> dict[str, Any] | None:
-        """Add one category observed at ``ts`` (epoch ms)."""
+    def push(self, value: str, ts: int) -> bool:
+        """Add one category observed at ``ts`` (epoch ms) without looking; ``True`` when a look is due."""
         self.values_seen += 1
         self._last_ts = ts
         if not self._ready:
             self._learning.append(value)
             if len(self._learning) >= self.settings.baseline_size:
                 self._set_baseline(self._learning)
-            return None
+            return False
         if not self._pending:
             self._block_ts0 = ts
         self._pending.append(value)
-        if len(self._pending) < self.settings.look_every:
-            return None
-        return self._evaluate()
+        return len(self._pending) == self._every
 
     def _set_baseline(self, values: list[Any]) -> None:
         s = self.settings
@@ -977,41 +1320,46 @@ class DriftProcessor:
             self.monitors[key] = m
         return m
 
-    def _observe(self, agent: str, variant: str | None, feature: str, value: Any, ts: int, categorical: bool = False):
+    def _observe(
+        self, agent: str, variant: str | None, values: Iterable[tuple[str, Any, bool]], ts: int
+    ) -> list[Emission]:
+        """Feed one event's ``(feature, value, categorical)`` in order; the looks that fall due are taken together."""
         out: list[Emission] = []
+        due: list[_BaseMonitor] = []
         variants = (None, variant) if self.settings.per_variant and variant else (None,)
-        for v in variants:
-            m = self.monitor(agent, feature, v, categorical=categorical)
-            report = m.update(value, ts)
+        for feature, value, categorical in values:
+            for v in variants:
+                m = self.monitor(agent, feature, v, categorical=categorical)
+                if m.look_due:  # the same series twice in one event: its pending look comes first
+                    out += self._looks(due)
+                    due = []
+                if m.push(value, ts):
+                    due.append(m)
+        return out + self._looks(due)
+
+    def _looks(self, due: list[_BaseMonitor]) -> list[Emission]:
+        out: list[Emission] = []
+        for m, report in zip(due, evaluate_looks(due), strict=True):
             if report is not None:
-                out.extend(self._emissions(m, report))
+                out += self._emissions(m, report)
         return out
 
     def on_outcome(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
         """Feed an AgentOutcome: reward, latency_ms, cost_usd, every ``features`` key, categorical attributes."""
         if self._replayed(offset):
             return []
-        agent, variant, ts = event["agent_name"], event.get("variant_id"), int(event["ts"])
-        out: list[Emission] = []
-        for name in OUTCOME_FIELDS:
-            value = event.get(name)
-            if value is not None:
-                out += self._observe(agent, variant, name, float(value), ts)
-        for name, value in sorted((event.get("features") or {}).items()):
-            out += self._observe(agent, variant, name, float(value), ts)
+        values = [(name, float(event[name]), False) for name in OUTCOME_FIELDS if event.get(name) is not None]
+        values += [(name, float(value), False) for name, value in sorted((event.get("features") or {}).items())]
         attributes = event.get("attributes") or {}
-        for name in self.settings.categorical:
-            if name in attributes:
-                out += self._observe(agent, variant, name, attributes[name], ts, categorical=True)
-        return out
+        values += [(name, attributes[name], True) for name in self.settings.categorical if name in attributes]
+        return self._observe(event["agent_name"], event.get("variant_id"), values, int(event["ts"]))
 
     def on_metric(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
         """Feed an AgentMetric: one series per metric name."""
         if self._replayed(offset):
             return []
-        return self._observe(
-            event["agent_name"], event.get("variant_id"), event["name"], float(event["value"]), int(event["ts"])
-        )
+        values = [(event["name"], float(event["value"]), False)]
+        return self._observe(event["agent_name"], event.get("variant_id"), values, int(event["ts"]))
 
     def pin_baseline(
         self, agent_name: str, feature: str, values: Iterable[Any], variant_id: str | None = None

@@ -51,12 +51,11 @@ True
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from processors.base import _NAMESPACE, Emission, make_alert, short_hex
+from processors.base import Emission, derive_id, make_alert, short_hex
 from processors.degradation import DegradationAlarm, DegradationDetector
 from processors.qvalues import ArmStats
 from processors.safety import AUTO_APPLY, HUMAN_APPROVAL, classify, decide, prob_beats
@@ -118,28 +117,6 @@ class ExternalAlarm:
     statistic: float
     threshold: float
     metrics: dict[str, float]
-
-
-_UUID5_PREFIX = hashlib.sha1(_NAMESPACE.bytes)  # noqa: S324 - UUID version 5 is defined on SHA-1
-
-
-def derive_id(*parts: object) -> str:
-    """:func:`processors.base.derive_id`, the same UUID 5, at a quarter of the cost (one per QValue).
-
-    The namespace's hash state is computed once and the UUID text is built from the digest directly,
-    without a ``uuid.UUID`` object.
-
-    >>> from processors.base import derive_id as reference
-    >>> derive_id("qvalue", "e-1", "v1") == reference("qvalue", "e-1", "v1")
-    True
-    """
-    h = _UUID5_PREFIX.copy()
-    h.update("\x1f".join(str(p) for p in parts).encode())
-    b = bytearray(h.digest()[:16])
-    b[6] = (b[6] & 0x0F) | 0x50  # version 5
-    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
-    x = b.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def _day(ts: int) -> str:

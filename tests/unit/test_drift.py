@@ -6,6 +6,7 @@ The streams are simulated with numpy; every asserted alarm comes from the real
 
 from __future__ import annotations
 
+import gc
 import json
 
 import numpy as np
@@ -13,7 +14,15 @@ import pytest
 from scipy import stats
 
 from processors.base import fingerprint
-from processors.drift import CategoricalDriftMonitor, DriftMonitor, DriftProcessor, DriftSettings, psi
+from processors.drift import (
+    _SEARCH_TOGETHER_FROM,
+    CategoricalDriftMonitor,
+    DriftMonitor,
+    DriftProcessor,
+    DriftSettings,
+    psi,
+    update_many,
+)
 from schemas import encode
 
 SETTINGS = DriftSettings()
@@ -246,6 +255,83 @@ def test_state_round_trip_gives_identical_reports() -> None:
     for i in range(1730, 3000):
         ea, eb = a.on_outcome(outcome(i, xs[i]), (0, i)), b.on_outcome(outcome(i, xs[i]), (0, i))
         assert [e.value for e in ea] == [e.value for e in eb]
+
+
+@pytest.mark.parametrize("window", [500, 1000], ids=["window-500", "cell-counts-1000"])
+def test_looks_taken_together_equal_looks_taken_alone(window: int) -> None:
+    # Series started at different times (a batch then holds filling and full windows at several ring positions),
+    # with and without ties: update_many's reports are update's, to the last bit.
+    settings = DriftSettings(window=window)
+    rng = np.random.default_rng(4)
+    starts = [0, 0, 25, 50, 475, 1000]
+    streams = [rng.normal(50, 10, 1600 + window).tolist() for _ in starts]
+    streams[1] = [round(x / 5) * 5.0 for x in streams[1]]
+    streams[4] = [float(round(x)) for x in streams[4]]
+    alone = [DriftMonitor(settings, feature=f"f{k}") for k in range(len(starts))]
+    together = [DriftMonitor(settings, feature=f"f{k}") for k in range(len(starts))]
+    reports = 0
+    for i in range(max(starts) + 1600 + window):
+        live = [k for k, start in enumerate(starts) if 0 <= i - start < len(streams[k])]
+        values = [streams[k][i - starts[k]] for k in live]
+        expected = [alone[k].update(x, T0 + i) for k, x in zip(live, values, strict=True)]
+        assert update_many([together[k] for k in live], values, T0 + i) == expected
+        reports += sum(r is not None for r in expected)
+    assert reports >= len(starts) * (600 + window) // 50
+
+
+def test_many_series_search_their_baselines_together() -> None:
+    # From _SEARCH_TOGETHER_FROM series on, the baseline search is one branch-free pass over all of them; values
+    # equal to baseline values (and beyond both ends) find the same cells as numpy's search.
+    rng = np.random.default_rng(12)
+    bases = rng.normal(50, 10, (_SEARCH_TOGETHER_FROM + 5, 1000))
+    values = rng.normal(50, 10, (150, len(bases)))
+    values[::7] = bases[:, :150:7].T
+    values[3], values[4] = -1e6, 1e6
+    alone = [DriftMonitor(SETTINGS, feature=f"f{k}") for k in range(len(bases))]
+    together = [DriftMonitor(SETTINGS, feature=f"f{k}") for k in range(len(bases))]
+    for m, other, base in zip(alone, together, bases.tolist(), strict=True):
+        m.pin_baseline(base)
+        other.pin_baseline(base)
+    for i, row in enumerate(values.tolist()):
+        expected = [m.update(x, T0 + i) for m, x in zip(alone, row, strict=True)]
+        assert update_many(together, row, T0 + i) == expected
+
+
+def test_processor_looks_at_the_series_of_an_event_together() -> None:
+    # An event's series fall due together and are looked at in one pass; a feature named like an outcome field is
+    # the same series fed twice in one event, whose first look comes before its second value.
+    rng = np.random.default_rng(6)
+    p = DriftProcessor(DriftSettings())
+    alone = DriftMonitor(DriftSettings(), agent_name="hunter", feature="reward")
+    out, expected = [], []
+    for i, (a, b) in enumerate(rng.normal(0, 1, (1600, 2)).tolist()):
+        event = outcome(i, b) | {"reward": a, "features": {"intent_score": b, "reward": b}}
+        out += p.on_outcome(event, (0, i))
+        expected += [r for r in (alone.update(a, event["ts"]), alone.update(b, event["ts"])) if r]
+    assert [e.value for e in out if e.key == "hunter/reward" and e.record_type == "DriftReport"] == expected
+    assert len(expected) >= 44
+
+
+def test_bank_rows_are_recycled() -> None:
+    # A series' window state is a row of its shape's bank: freed when the series is collected, taken zeroed.
+    settings = DriftSettings(psi_grades=(0.1, 0.2, 0.26))  # a shape of this test's own
+    rng = np.random.default_rng(8)
+    base, values = rng.normal(0, 1, 1000).tolist(), rng.normal(0.3, 1, 700).tolist()
+
+    def reports(m: DriftMonitor) -> list:
+        m.pin_baseline(base)
+        return [m.update(x, T0 + i) for i, x in enumerate(values)]
+
+    used = DriftMonitor(settings, feature="f")
+    reports(used)
+    row = used._slot
+    del used
+    gc.collect()
+    recycled = DriftMonitor(settings, feature="f")
+    again = reports(recycled)
+    fresh = DriftMonitor(settings, feature="f")
+    assert reports(fresh) == again
+    assert recycled._slot == row != fresh._slot
 
 
 def test_pin_and_reset_baseline() -> None:
