@@ -1330,12 +1330,12 @@ class DriftProcessor:
         for feature, value, categorical in values:
             for v in variants:
                 m = self.monitor(agent, feature, v, categorical=categorical)
-                if m.look_due:  # the same series twice in one event: its pending look comes first
+                if due and m in due:  # the same series twice in one event: its pending look comes first
                     out += self._looks(due)
                     due = []
                 if m.push(value, ts):
                     due.append(m)
-        return out + self._looks(due)
+        return out + self._looks(due) if due else out
 
     def _looks(self, due: list[_BaseMonitor]) -> list[Emission]:
         out: list[Emission] = []

@@ -117,6 +117,8 @@ class AgentPipeline:
 
     def _follow(self, emitted: list[Emission]) -> list[Emission]:
         """Feed what the learning loop and drift monitor emitted to the cases and the alert manager."""
+        if not emitted:
+            return []  # most events emit nothing: skip building a list
         out: list[Emission] = []
         for e in emitted:
             if e.record_type == "QValue":
@@ -129,6 +131,8 @@ class AgentPipeline:
 
     def _act(self, emitted: list[Emission]) -> list[Emission]:
         """Carry out an assurance ``rollback`` here: this pipeline owns the agent's learning loops."""
+        if not emitted:
+            return emitted
         out: list[Emission] = []
         for e in emitted:
             out.append(e)
