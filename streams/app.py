@@ -123,8 +123,6 @@ class PipelineShell:
         # checkpoint (acknowledged only once their effect is in the changelog; see the module docstring).
         self.dirty: set[str] = set()
         self.unacked: list[Any] = []
-        # Agents whose pipelines may hold Q-values (LearningSettings.publish_interval_ms).
-        self.holding: set[str] = set()
         self._checkpoint_lock = asyncio.Lock()
 
     def load(self, agent: str) -> AgentPipeline:
@@ -135,7 +133,6 @@ class PipelineShell:
                 pipeline = AgentPipeline(agent, self.pipeline_config)
             else:
                 pipeline = AgentPipeline.from_dict(json.loads(raw), self.pipeline_config)
-                self.holding.add(agent)  # a checkpoint may have caught it holding Q-values
             self.cache[agent] = pipeline
         return pipeline
 
@@ -199,7 +196,6 @@ class PipelineShell:
             for record_type, record, offset in items:
                 self.emit(pipeline.on_event(record_type, record, offset))
             self.dirty.add(agent)
-        self.holding.update(by_agent)
         self.producer.poll(0)
         for topic, n in consumed.items():
             metrics.EVENTS_CONSUMED.labels(topic).inc(n)
@@ -225,10 +221,10 @@ class PipelineShell:
 
     def publish_held(self) -> None:
         """Publish the Q-values the pipelines hold; their states changed, so the next checkpoint writes them."""
-        agents, self.holding = self.holding, set()
-        for agent in agents:
-            pipeline = self.cache.get(agent)
-            emissions = pipeline.flush() if pipeline is not None else []
+        # Every live pipeline: one that holds nothing flushes in a few dict lookups, and a restored one may hold
+        # what a checkpoint caught.
+        for agent, pipeline in self.cache.items():
+            emissions = pipeline.flush()
             if emissions:
                 self.emit(emissions)
                 self.dirty.add(agent)
@@ -399,7 +395,6 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
         shell.cache.clear()
         shell.dirty.clear()
         shell.unacked.clear()
-        shell.holding.clear()
 
     @app.timer(interval=1.0)
     async def tick() -> None:
