@@ -238,23 +238,57 @@ def calibrate_threshold(
 ) -> float:
     """Threshold on the max standardised placement statistic for ``rate_per_value`` false-alarm episodes per value.
 
-    Deterministic for a given seed, so a replayed partition re-derives the same threshold.
+    Deterministic for a given seed, so a replayed partition re-derives the same threshold. ``values`` (a baseline
+    with ties) asks for the bootstrap calibration; only its tie pattern matters, and each pattern is simulated once
+    per process: a fleet whose cost is one constant pays for one simulation, not one per agent.
     """
     if values is None:
         return _rank_threshold(
             n_baseline, tuple(windows), every, rate_per_value, quiet_looks, replicates, length, seed, spread_weight
         )
-    m = simulate_max_statistic(
+    # Placements depend on the baseline's ranks only, so a bootstrap depends on its tie pattern alone: many series
+    # share one (a constant cost, a few reward levels) and each pattern is simulated once per process.
+    _, ties = np.unique(np.asarray(values, dtype=float), return_counts=True)
+    return _tied_threshold(
         n_baseline,
+        tuple(ties.tolist()),
         tuple(windows),
         every,
-        values=values,
+        rate_per_value,
+        quiet_looks,
+        replicates,
+        length,
+        seed,
+        spread_weight,
+    )
+
+
+@lru_cache(maxsize=256)
+def _tied_threshold(
+    n_baseline: int,
+    ties: tuple[int, ...],
+    windows: tuple[int, ...],
+    every: int,
+    rate: float,
+    quiet_looks: int,
+    replicates: int,
+    length: int,
+    seed: int,
+    spread_weight: float,
+) -> float:
+    # the sorted baseline's ranks: any values with these ties give the same placements
+    ranks = np.repeat(np.arange(len(ties), dtype=float), ties)
+    m = simulate_max_statistic(
+        n_baseline,
+        windows,
+        every,
+        values=ranks,
         replicates=replicates,
         length=length,
         seed=seed,
         spread_weight=spread_weight,
     )
-    return _threshold_for(m, quiet_looks, rate_per_value * m.size * every)
+    return _threshold_for(m, quiet_looks, rate * m.size * every)
 
 
 KS_MEMO: dict[tuple[int, int, int], tuple[float, float]] = {}

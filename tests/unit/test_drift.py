@@ -413,3 +413,33 @@ def test_calibration_of_a_new_baseline_reuses_the_rank_threshold() -> None:
     tied.pin_baseline(rng.integers(0, 20, 1000).astype(float).tolist())
     assert 3.0 < tied.threshold < 6.0
     assert tied.threshold != m.threshold
+
+
+def test_bootstrap_calibration_depends_on_the_tie_pattern_only() -> None:
+    from processors.drift_calibration import _threshold_for, _tied_threshold, simulate_max_statistic
+
+    s = SETTINGS
+    rng = np.random.default_rng(3)
+    levels = rng.integers(0, 6, 1000)
+    # Same ties, other values: one simulation serves both, with the threshold the values themselves give.
+    first, second = DriftMonitor(s), DriftMonitor(s)
+    first.pin_baseline(levels.astype(float).tolist())
+    hits = _tied_threshold.cache_info().hits
+    second.pin_baseline((levels * 10.0 + 0.002).tolist())
+    assert _tied_threshold.cache_info().hits == hits + 1
+    assert second.threshold == first.threshold
+    m = simulate_max_statistic(
+        1000,
+        s.windows,
+        s.look_every,
+        values=np.sort(levels * 10.0 + 0.002),
+        replicates=s.calibration_replicates,
+        length=s.calibration_length,
+        seed=s.calibration_seed,
+        spread_weight=s.spread_weight,
+    )
+    assert first.threshold == _threshold_for(m, s.window // s.look_every, s.rate_per_value * m.size * s.look_every)
+    # A constant series: no value of the baseline's own can move the statistic, so any other value alarms.
+    constant = DriftMonitor(s)
+    constant.pin_baseline([0.002] * 1000)
+    assert constant.threshold == 0.0
