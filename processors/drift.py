@@ -431,8 +431,8 @@ class DriftMonitor(_BaseMonitor):
         self._base_props = np.bincount(np.searchsorted(self._edges, base, "right"), minlength=s.bins) / n
         _, counts = np.unique(base, return_counts=True)
         tied = len(counts) < n
-        # without ties the shape depends on n alone: one shared copy, so such series are looked at together
-        self._take_row(_Shape(s, n, placement_moments(base), counts) if tied else _untied_shape(s, n))
+        # the shape depends on n and the ties alone: series that share them share one copy, and are looked at together
+        self._take_row(_tied_shape(s, n, tuple(counts.tolist())) if tied else _untied_shape(s, n))
         padded = self._row("base")
         padded[:n], padded[n:] = base, np.inf
         self._row("levels")[:] = np.concatenate([[self._mean_b, -np.inf], self._edges, [np.inf]])  # see _block_rows
@@ -772,6 +772,14 @@ class _Bank:
 def _untied_shape(s: DriftSettings, n: int) -> _Shape:
     """The shape of every tie-free baseline of ``n`` values (their placement moments are those of ``0 .. n-1``)."""
     return _Shape(s, n, placement_moments(np.arange(float(n))), None)
+
+
+@lru_cache(maxsize=256)
+def _tied_shape(s: DriftSettings, n: int, counts: tuple[int, ...]) -> _Shape:
+    """The shape of every baseline of ``n`` values whose sorted distinct values occur ``counts`` times (a constant
+    cost of any value, rewards on the same few levels): placements depend on the ranks alone."""
+    ranks = np.repeat(np.arange(len(counts), dtype=float), counts)
+    return _Shape(s, n, placement_moments(ranks), np.asarray(counts))
 
 
 def _cell_placements(n: int, counts: np.ndarray) -> np.ndarray:

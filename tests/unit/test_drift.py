@@ -428,6 +428,7 @@ def test_bootstrap_calibration_depends_on_the_tie_pattern_only() -> None:
     second.pin_baseline((levels * 10.0 + 0.002).tolist())
     assert _tied_threshold.cache_info().hits == hits + 1
     assert second.threshold == first.threshold
+    assert second._shape is first._shape  # one bank: their looks are taken together
     m = simulate_max_statistic(
         1000,
         s.windows,
