@@ -1328,10 +1328,10 @@ class DriftProcessor:
             self.monitors[key] = m
         return m
 
-    def _observe(
+    def _push(
         self, agent: str, variant: str | None, values: Iterable[tuple[str, Any, bool]], ts: int
-    ) -> list[Emission]:
-        """Feed one event's ``(feature, value, categorical)`` in order; the looks that fall due are taken together."""
+    ) -> tuple[list[Emission], list[_BaseMonitor]]:
+        """Feed one event's ``(feature, value, categorical)`` in order; the emissions so far and the looks left due."""
         out: list[Emission] = []
         due: list[_BaseMonitor] = []
         variants = (None, variant) if self.settings.per_variant and variant else (None,)
@@ -1339,28 +1339,48 @@ class DriftProcessor:
             for v in variants:
                 m = self.monitor(agent, feature, v, categorical=categorical)
                 if due and m in due:  # the same series twice in one event: its pending look comes first
-                    out += self._looks(due)
+                    out += self.finish_looks(due, evaluate_looks(due))
                     due = []
                 if m.push(value, ts):
                     due.append(m)
-        return out + self._looks(due) if due else out
+        return out, due
 
-    def _looks(self, due: list[_BaseMonitor]) -> list[Emission]:
+    def _observe(
+        self, agent: str, variant: str | None, values: Iterable[tuple[str, Any, bool]], ts: int
+    ) -> list[Emission]:
+        """Feed one event's ``(feature, value, categorical)`` in order; the looks that fall due are taken together."""
+        out, due = self._push(agent, variant, values, ts)
+        return out + self.finish_looks(due, evaluate_looks(due)) if due else out
+
+    def finish_looks(self, due: Sequence[_BaseMonitor], reports: Sequence[dict[str, Any] | None]) -> list[Emission]:
+        """The emissions of the looks ``due`` whose reports :func:`evaluate_looks` gave (maybe with other series')."""
         out: list[Emission] = []
-        for m, report in zip(due, evaluate_looks(due), strict=True):
+        for m, report in zip(due, reports, strict=True):
             if report is not None:
                 out += self._emissions(m, report)
         return out
 
-    def on_outcome(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
-        """Feed an AgentOutcome: reward, latency_ms, cost_usd, every ``features`` key, categorical attributes."""
+    def push_outcome(
+        self, event: Mapping[str, Any], offset: tuple[int, int] | None = None
+    ) -> tuple[list[Emission], list[_BaseMonitor]]:
+        """:meth:`on_outcome` up to its looks: the emissions so far and the monitors whose look is due.
+
+        The caller takes the due looks with :func:`evaluate_looks` -- together with other processors' due looks
+        if it likes: the reports are the same -- and hands them to :meth:`finish_looks` before this processor's
+        next event. ``on_outcome`` is exactly that, with this event's looks alone.
+        """
         if self._replayed(offset):
-            return []
+            return [], []
         values = [(name, float(event[name]), False) for name in OUTCOME_FIELDS if event.get(name) is not None]
         values += [(name, float(value), False) for name, value in sorted((event.get("features") or {}).items())]
         attributes = event.get("attributes") or {}
         values += [(name, attributes[name], True) for name in self.settings.categorical if name in attributes]
-        return self._observe(event["agent_name"], event.get("variant_id"), values, int(event["ts"]))
+        return self._push(event["agent_name"], event.get("variant_id"), values, int(event["ts"]))
+
+    def on_outcome(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
+        """Feed an AgentOutcome: reward, latency_ms, cost_usd, every ``features`` key, categorical attributes."""
+        out, due = self.push_outcome(event, offset)
+        return out + self.finish_looks(due, evaluate_looks(due)) if due else out
 
     def on_metric(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
         """Feed an AgentMetric: one series per metric name."""

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from processors.alerting import AlertingSettings, AlertManager
 from processors.assurance import AssuranceCase, AssuranceEvaluator, parse_cases
 from processors.base import Emission
-from processors.drift import DriftProcessor, DriftSettings
+from processors.drift import DriftProcessor, DriftSettings, evaluate_looks
 from processors.errors import ErrorMonitor, ErrorSettings
 from processors.learning import LearningLoop, LearningSettings
 
@@ -64,6 +65,17 @@ class PipelineConfig:
         return cls(learning, drift, alerting, errors, cases, version)
 
 
+@dataclass
+class PendingOutcome:
+    """An outcome applied up to its drift looks (:meth:`AgentPipeline.start`): what it emitted so far and the
+    drift monitors whose look is due."""
+
+    record: dict[str, Any]
+    offset: tuple[int, int]
+    out: list[Emission]
+    due: list[Any]
+
+
 class AgentPipeline:
     """Routes one agent's decoded inputs to its processors and returns what they emit."""
 
@@ -88,13 +100,24 @@ class AgentPipeline:
 
     def on_event(self, record_type: str, record: dict[str, Any], offset: tuple[int, int]) -> list[Emission]:
         """Apply one input; every processor skips an offset it already applied (a replay)."""
+        out, pending = self.start(record_type, record, offset)
+        return out if pending is None else self.finish(pending, evaluate_looks(pending.due))
+
+    def start(
+        self, record_type: str, record: dict[str, Any], offset: tuple[int, int]
+    ) -> tuple[list[Emission], PendingOutcome | None]:
+        """:meth:`on_event`, except that an outcome whose drift looks fall due stops before them.
+
+        Returns its emissions and ``None``, or no emissions yet and the :class:`PendingOutcome` that
+        :meth:`finish` completes (see :func:`apply_together`); nothing else may be applied in between.
+        """
         if record_type == "AgentOutcome":
             out = self.loop(record["task_type"]).on_outcome(record, offset)
-            out += self.drift.on_outcome(record, offset)
-            out += self.errors.on_outcome(record, offset)
-            out += self._follow(out)
-            out += self.assurance.on_outcome(record, offset)
-        elif record_type == "AgentError":
+            pushed, due = self.drift.push_outcome(record, offset)
+            if due:
+                return [], PendingOutcome(record, offset, out + pushed, due)
+            return self._end_outcome(record, offset, out + pushed), None
+        if record_type == "AgentError":
             task = record.get("task_type")
             out = self.loops[task].on_error(record, offset) if task in self.loops else []
             out += self._follow(out)  # an error alarm's rollback alert inhibits like any other
@@ -113,6 +136,17 @@ class AgentPipeline:
             out = self.on_command(record)
         else:
             out = []
+        return self._act(out), None
+
+    def finish(self, pending: PendingOutcome, reports: Sequence[dict[str, Any] | None]) -> list[Emission]:
+        """Complete a :meth:`start`-ed outcome with the reports :func:`~processors.drift.evaluate_looks` gave."""
+        out = pending.out + self.drift.finish_looks(pending.due, reports)
+        return self._end_outcome(pending.record, pending.offset, out)
+
+    def _end_outcome(self, record: dict[str, Any], offset: tuple[int, int], out: list[Emission]) -> list[Emission]:
+        out += self.errors.on_outcome(record, offset)
+        out += self._follow(out)
+        out += self.assurance.on_outcome(record, offset)
         return self._act(out)
 
     def _follow(self, emitted: list[Emission]) -> list[Emission]:
@@ -200,3 +234,57 @@ class AgentPipeline:
         p.errors = ErrorMonitor.from_dict(data["errors"], config.errors, p.alerts, settings_version=config.version)
         p.assurance = AssuranceEvaluator.from_dict(data["assurance"], config.cases, p.alerts, config.version)
         return p
+
+
+Input = tuple[str, dict[str, Any], tuple[int, int]]
+"""``(record type, record, (partition, offset))`` of one decoded input."""
+
+
+def apply_together(
+    work: Iterable[tuple[AgentPipeline, Sequence[Input]]], emit: Callable[[list[Emission]], None]
+) -> None:
+    """Apply many agents' inputs, each agent's in order, with the drift looks that fall due taken together.
+
+    A drift look costs mostly the fixed cost of its numpy calls, and one agent's series fall due together only
+    a few at a time, so looks of many agents are taken in one :func:`~processors.drift.evaluate_looks` pass
+    (same reports, to the bit). Each agent runs until an outcome of it has looks due and waits there; when every
+    agent waits or is done, the looks are taken and the waiting outcomes finished, and the agents go on. ``emit``
+    gets each input's emissions: per agent, exactly what :meth:`AgentPipeline.on_event` returns, in input order.
+
+    >>> config = PipelineConfig()
+    >>> def outcome(agent, i):
+    ...     return ("AgentOutcome", {"event_id": f"{agent}{i}", "ts": i, "agent_name": agent, "task_type": "t",
+    ...         "variant_id": "v1", "success": True, "reward": (i * 37 % 100) / 100, "latency_ms": 100.0 + i % 7,
+    ...         "cost_usd": None, "features": {}, "attributes": {}}, (0, i))
+    >>> inputs = {a: [outcome(a, i) for i in range(1300)] for a in ("ann", "bob")}
+    >>> together, alone = [], []
+    >>> apply_together([(AgentPipeline(a, config), xs) for a, xs in inputs.items()], together.append)
+    >>> for a, xs in inputs.items():
+    ...     p = AgentPipeline(a, config)
+    ...     alone += [p.on_event(*x) for x in xs]
+    >>> sorted(map(repr, together)) == sorted(map(repr, alone))
+    True
+    >>> sum(e.record_type == "DriftReport" for out in together for e in out)  # 300 values after each baseline
+    24
+    """
+    runs = [(pipeline, inputs, 0) for pipeline, inputs in work]
+    while runs:
+        waiting: list[tuple[AgentPipeline, Sequence[Input], int, PendingOutcome]] = []
+        for pipeline, inputs, at in runs:
+            start = pipeline.start
+            while at < len(inputs):
+                out, pending = start(*inputs[at])
+                at += 1
+                if pending is not None:
+                    waiting.append((pipeline, inputs, at, pending))
+                    break
+                emit(out)
+        if not waiting:
+            return
+        reports = evaluate_looks([m for *_, pending in waiting for m in pending.due])
+        taken = 0
+        for pipeline, _, _, pending in waiting:
+            n = len(pending.due)
+            emit(pipeline.finish(pending, reports[taken : taken + n]))
+            taken += n
+        runs = [(pipeline, inputs, at) for pipeline, inputs, at, _ in waiting]

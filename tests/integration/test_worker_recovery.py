@@ -32,7 +32,7 @@ from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-N = 20_000
+N = 50_000  # the "kill -9 of the worker in the middle of 50,000 outcomes"
 AGENTS, TASKS, VARIANTS = 12, 2, 3
 
 
