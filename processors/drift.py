@@ -1005,12 +1005,14 @@ def _psis(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, sums: np.ndarray) -> 
 def _ks_of(ms: list[DriftMonitor], sh: _Shape, rows: _Rows) -> list[dict[int, tuple[float, float]]]:
     """Per series, KS ``(statistic, pvalue)`` of each window its report shows, as ``scipy.stats.ks_2samp`` gives.
 
-    Series whose windows are all full share one pass; one still filling (once per baseline) has its own windows.
-    The p-value depends only on ``(n, w, D)`` with ``D = h / lcm(n, w)``: the process-wide memo answers by ``h``.
+    Series whose windows are all full share one pass, and so do series still filling (once per baseline) to the
+    same point: their windows are the same. The p-value depends only on ``(n, w, D)`` with ``D = h / lcm(n, w)``:
+    the process-wide memo answers by ``h``.
     """
-    steady = [i for i, m in enumerate(ms) if m._filled >= sh.cap]
-    parts = [steady] if steady else []
-    parts += [[i] for i, m in enumerate(ms) if m._filled < sh.cap]
+    by_filled: dict[int, list[int]] = {}
+    for i, m in enumerate(ms):
+        by_filled.setdefault(min(m._filled, sh.cap), []).append(i)
+    parts = list(by_filled.values())
     out: list[dict[int, tuple[float, float]]] = [{} for _ in ms]
     n = sh.n
     get = KS_MEMO.get
