@@ -116,6 +116,7 @@ class PipelineShell:
         self._logical = {settings.topic(name): name for name in TOPICS}
         self._physical = {name: settings.topic(name) for name in TOPICS}
         self._produced: dict[str, Any] = {}  # metric children by topic, looked up once
+        self.gauges = metrics.SeedGauges()
         # Live pipelines of the agents this worker owns; the table is the durable copy, read only after a
         # (re)assignment, because rebuilding a pipeline (drift calibration) costs far more than applying a batch.
         self.cache: dict[str, AgentPipeline] = {}
@@ -267,6 +268,7 @@ class PipelineShell:
                     break
                 except BufferError:
                     self.producer.poll(0.05)
+            self.gauges.observe(emission.record_type, emission.value)
             counter = self._produced.get(emission.topic)
             if counter is None:
                 counter = self._produced[emission.topic] = metrics.EVENTS_PRODUCED.labels(emission.topic)

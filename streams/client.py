@@ -509,6 +509,16 @@ class AlertSubscriber:
         self.close()
 
 
+def control_source(record: dict[str, Any]) -> str:
+    """Which processor wrote an AgentControl: its reason starts with ``errors:`` or ``assurance``."""
+    reason = record.get("reason") or ""
+    if reason.startswith("errors:"):
+        return "errors"
+    if reason.startswith("assurance"):  # "assurance:<case> ..." or "assurance case <case> ..."
+        return "assurance"
+    return reason.split(":", 1)[0].strip() or "unknown"
+
+
 class VariantRouter:
     """Which variant an agent must use now, following the compacted ``crl.active`` topic.
 
@@ -546,16 +556,6 @@ class VariantRouter:
                 elif name == "AgentControl":
                     self._apply_control(record)
 
-    @staticmethod
-    def _control_source(record: dict[str, Any]) -> str:
-        """Which processor wrote an AgentControl: its reason starts with ``errors:`` or ``assurance``."""
-        reason = record.get("reason") or ""
-        if reason.startswith("errors:"):
-            return "errors"
-        if reason.startswith("assurance"):  # "assurance:<case> ..." or "assurance case <case> ..."
-            return "assurance"
-        return reason.split(":", 1)[0].strip() or "unknown"
-
     def _apply_control(self, record: dict[str, Any]) -> None:
         """Fold one AgentControl into the agent's state (caller holds the lock).
 
@@ -570,7 +570,7 @@ class VariantRouter:
             state["paused"] = bool(record["paused"]) if kind == "pause" else False
         if kind in ("degrade", "circuit"):
             # A circuit record carries the error monitor's level after the change; a degrade record follows it.
-            state["levels"][self._control_source(record)] = int(record["degradation_level"])
+            state["levels"][control_source(record)] = int(record["degradation_level"])
 
     def variant_for(self, agent_name: str, task_type: str, default: str = "default") -> str:
         """The active variant of ``agent_name``/``task_type``, or ``default`` while none is known."""

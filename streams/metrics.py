@@ -2,12 +2,20 @@
 
 The seed's gauges (drift_psi, rl_avg_reward, circuit_breaker_state,
 degradation_level, assurance_failures_total, recovery_time) sit beside
-throughput, dead letters and processing latency.
+throughput, dead letters and processing latency. A worker keeps the seed's
+gauges from what its pipelines emit (:class:`SeedGauges`), so they cover the
+agents whose partitions it owns and start empty after a restart until the
+next emission of each series.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from streams.client import control_source
 
 EVENTS_CONSUMED = Counter("reverify_events_consumed_total", "Input events consumed", ["topic"])
 EVENTS_PRODUCED = Counter("reverify_events_produced_total", "Events produced", ["topic"])
@@ -30,6 +38,62 @@ DEGRADATION_LEVEL = Gauge("degradation_level", "Graceful-degradation level (0-4)
 ASSURANCE_FAILURES = Counter("assurance_failures_total", "Assurance verdicts that turned failed", ["case"])
 RECOVERY_TIME = Histogram("recovery_time", "Seconds from a rollback's cause to the new active variant")
 ROLLBACKS = Counter("reverify_rollbacks_total", "Rollbacks emitted", ["agent_name", "task_type"])
+
+
+_CIRCUIT_CODES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+class SeedGauges:
+    """Sets the seed's gauges from emitted records (``observe(record_type, record)``); other types cost a lookup.
+
+    ``degradation_level`` is, like :meth:`streams.client.VariantRouter.degradation_level`, the highest level any
+    source (error monitor, assurance cases) currently asks of the agent. ``drift_psi`` follows the agent-level
+    series (reports of per-variant series would make it flap between variants). ``recovery_time`` is the time
+    from the event that caused a rollback to the emission of the rollback (and of the new active variant).
+    """
+
+    def __init__(self) -> None:
+        self._levels: dict[str, dict[str, int]] = {}
+        self._observers = {
+            "QValue": self._qvalue,
+            "DriftReport": self._drift,
+            "AgentControl": self._control,
+            "AssuranceResult": self._assurance,
+            "Rollback": self._rollback,
+        }
+
+    def observe(self, record_type: str, record: dict[str, Any]) -> None:
+        observer = self._observers.get(record_type)
+        if observer is not None:
+            observer(record)
+
+    @staticmethod
+    def _qvalue(record: dict[str, Any]) -> None:
+        RL_AVG_REWARD.labels(record["agent_name"], record["task_type"], record["variant_id"]).set(record["reward_mean"])
+
+    @staticmethod
+    def _drift(record: dict[str, Any]) -> None:
+        if record.get("variant_id") is None:
+            DRIFT_PSI.labels(record["agent_name"], record["feature"]).set(record["psi"])
+
+    def _control(self, record: dict[str, Any]) -> None:
+        agent = record["agent_name"]
+        if record["kind"] == "circuit" and record.get("component") and record.get("circuit_state") in _CIRCUIT_CODES:
+            CIRCUIT_BREAKER_STATE.labels(agent, record["component"]).set(_CIRCUIT_CODES[record["circuit_state"]])
+        if record["kind"] in ("degrade", "circuit"):
+            levels = self._levels.setdefault(agent, {})
+            levels[control_source(record)] = int(record["degradation_level"])
+            DEGRADATION_LEVEL.labels(agent).set(max(levels.values()))
+
+    @staticmethod
+    def _assurance(record: dict[str, Any]) -> None:
+        if record["verdict"] == "failed" and record.get("previous_verdict") != "failed":
+            ASSURANCE_FAILURES.labels(record["case_name"]).inc()
+
+    @staticmethod
+    def _rollback(record: dict[str, Any]) -> None:
+        ROLLBACKS.labels(record["agent_name"], record["task_type"]).inc()
+        RECOVERY_TIME.observe(max(0.0, time.time() - record["ts"] / 1000))
 
 
 def serve(port: int) -> None:
