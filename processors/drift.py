@@ -89,6 +89,7 @@ __all__ = [
     "DriftMonitor",
     "DriftProcessor",
     "DriftSettings",
+    "alarm_threshold",
     "evaluate_looks",
     "psi",
     "psi_grade",
@@ -442,18 +443,7 @@ class DriftMonitor(_BaseMonitor):
         calibration = s.calibration
         if calibration == "auto":
             calibration = "bootstrap" if tied else "rank"
-        self.threshold = calibrate_threshold(
-            n,
-            s.windows,
-            self._every,
-            s.rate_per_value,
-            s.window // self._every,
-            values=None if calibration == "rank" else base,
-            replicates=s.calibration_replicates,
-            length=s.calibration_length,
-            seed=s.calibration_seed,
-            spread_weight=s.spread_weight,
-        )
+        self.threshold = alarm_threshold(s, n, None if calibration == "rank" else base)
         self._ready = True
 
     @property
@@ -598,6 +588,31 @@ class DriftMonitor(_BaseMonitor):
         m.firing, m.fired_at, m._quiet, m.skipped = state["firing"], state["fired_at"], state["quiet"], state["skipped"]
         m._block_ts0, m._last_ts = state["block_ts0"], state["last_ts"]
         return m
+
+
+def alarm_threshold(settings: DriftSettings, n: int | None = None, values: np.ndarray | None = None) -> float:
+    """The calibrated alarm threshold of a baseline of ``n`` values (default ``baseline_size``) under ``settings``.
+
+    ``values=None``: a tie-free baseline (the distribution-free rank calibration, about a second the first time,
+    then cached for the process: a worker calls this at start-up so no input waits for it); else the baseline,
+    whose ties are bootstrapped (see :func:`processors.drift_calibration.calibrate_threshold`).
+
+    >>> 3.5 < alarm_threshold(DriftSettings()) < 5.0
+    True
+    """
+    s = settings
+    return calibrate_threshold(
+        s.baseline_size if n is None else n,
+        s.windows,
+        s.look_every,
+        s.rate_per_value,
+        s.window // s.look_every,
+        values=values,
+        replicates=s.calibration_replicates,
+        length=s.calibration_length,
+        seed=s.calibration_seed,
+        spread_weight=s.spread_weight,
+    )
 
 
 def update_many(monitors: Sequence[_BaseMonitor], values: Sequence[Any], ts: int) -> list[dict[str, Any] | None]:
