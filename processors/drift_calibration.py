@@ -205,24 +205,6 @@ def _threshold_for(m: np.ndarray, quiet_looks: int, allowed: float) -> float:
     return float(points[last + 1]) if last + 1 < len(points) else float(points[last])
 
 
-@lru_cache(maxsize=64)
-def _rank_threshold(
-    n_baseline: int,
-    windows: tuple[int, ...],
-    every: int,
-    rate: float,
-    quiet_looks: int,
-    replicates: int,
-    length: int,
-    seed: int,
-    spread_weight: float,
-) -> float:
-    m = simulate_max_statistic(
-        n_baseline, windows, every, replicates=replicates, length=length, seed=seed, spread_weight=spread_weight
-    )
-    return _threshold_for(m, quiet_looks, rate * m.size * every)
-
-
 def calibrate_threshold(
     n_baseline: int,
     windows: tuple[int, ...],
@@ -242,31 +224,17 @@ def calibrate_threshold(
     with ties) asks for the bootstrap calibration; only its tie pattern matters, and each pattern is simulated once
     per process: a fleet whose cost is one constant pays for one simulation, not one per agent.
     """
-    if values is None:
-        return _rank_threshold(
-            n_baseline, tuple(windows), every, rate_per_value, quiet_looks, replicates, length, seed, spread_weight
-        )
-    # Placements depend on the baseline's ranks only, so a bootstrap depends on its tie pattern alone: many series
-    # share one (a constant cost, a few reward levels) and each pattern is simulated once per process.
-    _, ties = np.unique(np.asarray(values, dtype=float), return_counts=True)
-    return _tied_threshold(
-        n_baseline,
-        tuple(ties.tolist()),
-        tuple(windows),
-        every,
-        rate_per_value,
-        quiet_looks,
-        replicates,
-        length,
-        seed,
-        spread_weight,
+    # placements depend on the baseline's ranks only, hence a bootstrap on its tie pattern alone
+    ties = None if values is None else tuple(np.unique(np.asarray(values, dtype=float), return_counts=True)[1].tolist())
+    return _threshold(
+        n_baseline, ties, tuple(windows), every, rate_per_value, quiet_looks, replicates, length, seed, spread_weight
     )
 
 
 @lru_cache(maxsize=256)
-def _tied_threshold(
+def _threshold(
     n_baseline: int,
-    ties: tuple[int, ...],
+    ties: tuple[int, ...] | None,
     windows: tuple[int, ...],
     every: int,
     rate: float,
@@ -276,13 +244,14 @@ def _tied_threshold(
     seed: int,
     spread_weight: float,
 ) -> float:
+    """:func:`calibrate_threshold` of a continuous baseline (``ties=None``) or of one with these ties."""
     # the sorted baseline's ranks: any values with these ties give the same placements
-    ranks = np.repeat(np.arange(len(ties), dtype=float), ties)
+    values = None if ties is None else np.repeat(np.arange(len(ties), dtype=float), ties)
     m = simulate_max_statistic(
         n_baseline,
         windows,
         every,
-        values=ranks,
+        values=values,
         replicates=replicates,
         length=length,
         seed=seed,

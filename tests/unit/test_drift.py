@@ -416,7 +416,7 @@ def test_calibration_of_a_new_baseline_reuses_the_rank_threshold() -> None:
 
 
 def test_bootstrap_calibration_depends_on_the_tie_pattern_only() -> None:
-    from processors.drift_calibration import _threshold_for, _tied_threshold, simulate_max_statistic
+    from processors.drift_calibration import _threshold, _threshold_for, simulate_max_statistic
 
     s = SETTINGS
     rng = np.random.default_rng(3)
@@ -424,9 +424,9 @@ def test_bootstrap_calibration_depends_on_the_tie_pattern_only() -> None:
     # Same ties, other values: one simulation serves both, with the threshold the values themselves give.
     first, second = DriftMonitor(s), DriftMonitor(s)
     first.pin_baseline(levels.astype(float).tolist())
-    hits = _tied_threshold.cache_info().hits
+    hits = _threshold.cache_info().hits
     second.pin_baseline((levels * 10.0 + 0.002).tolist())
-    assert _tied_threshold.cache_info().hits == hits + 1
+    assert _threshold.cache_info().hits == hits + 1
     assert second.threshold == first.threshold
     assert second._shape is first._shape  # one bank: their looks are taken together
     m = simulate_max_statistic(
