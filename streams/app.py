@@ -55,7 +55,7 @@ from confluent_kafka import Producer
 
 from processors.base import Emission, derive_id
 from processors.deadletters import DeadLetterMonitor, DeadLetterSettings
-from processors.drift import alarm_threshold
+from processors.drift import warm_caches
 from processors.pipeline import AgentPipeline, Input, apply_together
 from processors.validation import check_input
 from schemas import DecodeError, decode, encode
@@ -372,10 +372,10 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
             shell.process([event.message])
 
     @app.task
-    async def calibrate_drift() -> None:
-        # The drift alarm's rank calibration (~1 s, once per process) runs while the worker joins its group,
-        # not in front of the inputs of the first series whose baseline completes.
-        await asyncio.get_running_loop().run_in_executor(None, alarm_threshold, shell.pipeline_config.drift)
+    async def prepare_drift() -> None:
+        # What drift monitoring caches per process (~2 s: the alarm's calibration, exact KS p-values) is computed
+        # while the worker joins its group, not in front of the inputs of the first series that need it.
+        await asyncio.get_running_loop().run_in_executor(None, warm_caches, shell.pipeline_config.drift)
 
     @app.timer(interval=worker_settings.state_interval)
     async def checkpoint() -> None:
