@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from streams.embedded import EmbeddedBroker, free_port
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from tests.support import make_settings
 
 
 @pytest.fixture(scope="session")
@@ -31,17 +30,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(broker: str, tmp_path) -> Settings:
+def settings(broker: str, tmp_path: Path) -> Settings:
     """Settings for one test: its own topic prefix on the shared broker, its own ClickHouse directory."""
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    env = {
-        "REVERIFY_KAFKA": broker,
-        "REVERIFY_TOPIC_PREFIX": prefix,
-        "REVERIFY_CLICKHOUSE": f"chdb://{tmp_path / 'clickhouse'}",
-        "REVERIFY_DATA_DIR": str(tmp_path),
-        "REVERIFY_METRICS_PORT": "0",
-        "REVERIFY_WEB_PORT": str(free_port()),
-    }
-    s = Settings.load(env=env, path=None)
-    ensure_topics(AdminClient(s.kafka_config()), prefix=s.topic_prefix, partitions=s.partitions)
-    return s
+    return make_settings(broker, tmp_path, "t")

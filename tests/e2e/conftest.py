@@ -8,15 +8,11 @@ variables, as a user would run it, and stopped by its PID.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,52 +21,21 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from schemas import DecodeError, decode
-from streams.embedded import free_port
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from tests.support import WorkerProcess, make_settings, settings_env, stop_process
 
 REVERIFY = str(Path(sys.executable).with_name("reverify"))
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The ``REVERIFY_*`` variables that reproduce ``settings`` in another process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REVERIFY_")}
-    env.update(
-        {
-            "REVERIFY_KAFKA": settings.kafka,
-            "REVERIFY_TOPIC_PREFIX": settings.topic_prefix,
-            "REVERIFY_WEB_PORT": str(settings.web_port),
-            "REVERIFY_METRICS_PORT": "0",
-            "REVERIFY_DATA_DIR": settings.data_dir,
-            "REVERIFY_CLICKHOUSE": settings.clickhouse,
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    if settings.config_path:
-        env["REVERIFY_CONFIG"] = settings.config_path
-    return env
-
-
-def make_settings(broker: str, tmp: Path, config: str | None = None) -> Settings:
+def e2e_settings(broker: str, tmp: Path, config: str | None = None) -> Settings:
     """Settings on their own topic prefix (topics created), with ``config`` as the reverify.toml when given."""
     path = None
     if config is not None:
         path = tmp / "reverify.toml"
         path.write_text(config)
-    env = {
-        "REVERIFY_KAFKA": broker,
-        "REVERIFY_TOPIC_PREFIX": f"e{uuid.uuid4().hex[:8]}.",
-        "REVERIFY_CLICKHOUSE": f"chdb://{tmp / 'clickhouse'}",
-        "REVERIFY_DATA_DIR": str(tmp),
-        "REVERIFY_METRICS_PORT": "0",
-        "REVERIFY_WEB_PORT": str(free_port()),
-    }
-    s = Settings.load(env=env, path=path)
-    ensure_topics(AdminClient(s.kafka_config()), prefix=s.topic_prefix, partitions=s.partitions)
-    return s
+    return make_settings(broker, tmp, "e", path)
 
 
 def run_cli(settings: Settings, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -85,67 +50,27 @@ def run_cli(settings: Settings, *args: str, timeout: float = 60.0) -> subprocess
     )
 
 
-@dataclass
-class Worker:
-    """A running ``reverify worker`` process."""
-
-    process: subprocess.Popen[bytes]
-    settings: Settings
-    log: Path
-
-    def stop(self) -> None:
-        """SIGTERM by PID, SIGKILL if it does not stop within 15 s."""
-        if self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-
-def readyz(port: int) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1.0) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return json.loads(exc.read() or b"{}")
-    except (OSError, ValueError):
-        return {}
-
-
-def start_worker(settings: Settings, timeout: float = 90.0) -> Worker:
+def start_worker(settings: Settings, timeout: float = 90.0) -> WorkerProcess:
     """Start ``reverify worker`` and wait until its ``/readyz`` says ready."""
-    log = Path(settings.data_dir) / "worker.log"
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [REVERIFY, "worker"],
-            env=settings_env(settings),
-            cwd=settings.data_dir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    worker = Worker(process, settings, log)
+    worker = WorkerProcess(settings, command=(REVERIFY, "worker"))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the worker exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        if readyz(settings.web_port).get("ready"):
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"the worker exited with {worker.process.returncode}:\n{worker.tail()}")
+        if worker.readyz().get("ready"):
             return worker
         time.sleep(0.2)
     worker.stop()
-    raise RuntimeError(f"the worker was not ready within {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"the worker was not ready within {timeout:.0f}s:\n{worker.tail()}")
 
 
 @pytest.fixture(scope="module")
-def worker_factory(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Worker]]:
+def worker_factory(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers for this module (``factory(config_toml=None)``); all are stopped by PID at the end."""
-    started: list[Worker] = []
+    started: list[WorkerProcess] = []
 
-    def factory(config: str | None = None) -> Worker:
-        settings = make_settings(broker, tmp_path_factory.mktemp("e2e"), config)
+    def factory(config: str | None = None) -> WorkerProcess:
+        settings = e2e_settings(broker, tmp_path_factory.mktemp("e2e"), config)
         w = start_worker(settings)
         started.append(w)
         return w
@@ -253,13 +178,7 @@ def spawn(settings: Settings, args: list[str]) -> subprocess.Popen[str]:
 
 def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
     """Send ``sig`` by PID and return ``(exit code, stderr)``; SIGKILL after 10 s."""
-    if process.poll() is None:
-        os.kill(process.pid, sig)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(10)
+    stop_process(process, sig, grace=10.0)
     stderr = process.stderr.read() if process.stderr else ""
     return process.returncode, stderr
 
@@ -283,7 +202,7 @@ def router_probe(settings: Settings, agent: str, task: str) -> tuple[subprocess.
 
 
 class E2E:
-    """The helpers above, handed to tests as the ``e2e`` fixture (test modules here are not importable packages)."""
+    """The helpers above, handed to tests as the ``e2e`` fixture."""
 
     Follower = Follower
     LineReader = LineReader

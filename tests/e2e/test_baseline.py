@@ -26,6 +26,7 @@ from sinks.migrate import migrate
 from streams.cli import cli
 from streams.client import AgentEvents
 from streams.settings import Settings
+from tests.support import publish_feature
 
 FEATURE = "intent_score"
 BASELINE_SIZE = 1000  # processors.drift.DriftSettings default, which the worker runs with
@@ -53,17 +54,8 @@ def test_pinned_period_becomes_the_baseline_and_reset_learns_a_new_one(worker: A
 
     def publish(events: AgentEvents, count: int, mean: float) -> None:
         nonlocal sent
-        for _ in range(count):
-            events.outcome(
-                agent_name=agent,
-                task_type="t",
-                variant_id="v1",
-                success=True,
-                reward=0.9,
-                features={FEATURE: rng.gauss(mean, 10.0)},
-                ts=1_700_000_000_000 + 1000 * sent,
-            )
-            sent += 1
+        publish_feature(events, agent, FEATURE, rng, sent, count, mean)
+        sent += count
         assert events.flush(30) == 0
 
     def series(r: dict[str, Any]) -> bool:

@@ -12,6 +12,7 @@ from confluent_kafka import Producer
 
 from schemas import decode, encode
 from streams.client import AgentEvents
+from tests.support import publish_feature
 
 
 @pytest.fixture(scope="module")
@@ -127,16 +128,7 @@ def test_a_shifted_feature_fires_a_drift_alert_that_resolves_when_the_stream_ret
     rng = random.Random(11)
 
     def publish(events: AgentEvents, start: int, count: int, mean: float) -> None:
-        for i in range(start, start + count):
-            events.outcome(
-                agent_name=agent,
-                task_type="t",
-                variant_id="v1",
-                success=True,
-                reward=0.9,
-                features={"intent_score": rng.gauss(mean, 10.0)},
-                ts=1_700_000_000_000 + 1000 * i,
-            )
+        publish_feature(events, agent, "intent_score", rng, start, count, mean)
 
     mine = lambda r: r["labels"].get("agent_name") == agent and r["labels"].get("feature") == "intent_score"  # noqa: E731
     with AgentEvents(settings=settings) as events:

@@ -425,18 +425,26 @@ class _FlakyClient:
         return getattr(self._client, name)
 
 
-def test_insert_overlaps_decoding_and_a_failed_insert_is_retried_before_the_next(sink_settings: Settings) -> None:
-    produce(sink_settings, "agent.outcomes", outcomes(6_000))
-    state: dict[str, Any] = {"inserts": 0, "fail": 3}
-    sink = ClickHouseSink(
-        sink_settings,
+def _flaky_sink(settings: Settings, fail: int, **options: Any) -> ClickHouseSink:
+    """A sink of ``agent.outcomes`` in batches of 1,000 through a ``_FlakyClient`` whose ``fail``-th insert raises.
+
+    ``fail=0`` never raises; ``options`` go to ``ClickHouseSink``.
+    """
+    state: dict[str, Any] = {"inserts": 0, "fail": fail}
+    return ClickHouseSink(
+        settings,
         topics=["agent.outcomes"],
         batch_size=1000,
         max_delay=0.2,
         connect=lambda url: _FlakyClient(connect(url), state),  # type: ignore[arg-type,return-value]
         registry=CollectorRegistry(),
-        backoff_max=0.3,
+        **options,
     )
+
+
+def test_insert_overlaps_decoding_and_a_failed_insert_is_retried_before_the_next(sink_settings: Settings) -> None:
+    produce(sink_settings, "agent.outcomes", outcomes(6_000))
+    sink = _flaky_sink(sink_settings, fail=3, backoff_max=0.3)
     commits: list[dict[tuple[str, int], int]] = []
     real_commit = sink._commit
 
@@ -479,15 +487,7 @@ def test_insert_overlaps_decoding_and_a_failed_insert_is_retried_before_the_next
 
 def test_revocation_waits_for_the_batch_in_flight(sink_settings: Settings) -> None:
     produce(sink_settings, "agent.outcomes", outcomes(2_000))
-    state: dict[str, Any] = {"inserts": 0, "fail": 0}
-    sink = ClickHouseSink(
-        sink_settings,
-        topics=["agent.outcomes"],
-        batch_size=1000,
-        max_delay=0.2,
-        connect=lambda url: _FlakyClient(connect(url), state),  # type: ignore[arg-type,return-value]
-        registry=CollectorRegistry(),
-    )
+    sink = _flaky_sink(sink_settings, fail=0)
     deadline = time.monotonic() + 30
     while sink._inflight is None:
         assert time.monotonic() < deadline

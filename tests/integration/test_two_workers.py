@@ -9,28 +9,18 @@ outcomes, or the test would only compare one worker with another.
 
 from __future__ import annotations
 
-import json
-import os
+import dataclasses
 import random
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient
 
-from schemas import decode
 from streams.client import AgentEvents
 from streams.embedded import free_port
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from tests.support import WorkerProcess, make_settings, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -38,84 +28,18 @@ N = 10_000
 AGENTS, TASKS, VARIANTS = 12, 2, 3
 
 
-def _prefix_settings(broker: str, tmp: Path) -> Settings:
-    """Settings on a fresh topic prefix of the shared broker, its topics created."""
-    env = {
-        "REVERIFY_KAFKA": broker,
-        "REVERIFY_TOPIC_PREFIX": f"w{uuid.uuid4().hex[:8]}.",
-        "REVERIFY_CLICKHOUSE": f"chdb://{tmp / 'clickhouse'}",
-        "REVERIFY_DATA_DIR": str(tmp),
-        "REVERIFY_METRICS_PORT": "0",
-        "REVERIFY_WEB_PORT": "0",
-    }
-    s = Settings.load(env=env, path=None)
-    ensure_topics(AdminClient(s.kafka_config()), prefix=s.topic_prefix, partitions=s.partitions)
-    return s
-
-
-class WorkerProcess:
-    """One ``python -m streams worker`` on a topic prefix, with its own data dir, web and metrics ports."""
-
-    def __init__(self, settings: Settings, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.web_port, self.metrics_port = free_port(), free_port()
-        self.log = data_dir / "worker.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REVERIFY_")}
-        env.update(
-            {
-                "REVERIFY_KAFKA": settings.kafka,
-                "REVERIFY_TOPIC_PREFIX": settings.topic_prefix,
-                "REVERIFY_WEB_PORT": str(self.web_port),
-                "REVERIFY_METRICS_PORT": str(self.metrics_port),
-                # Separate data dirs: each worker keeps its own local table stores.
-                "REVERIFY_DATA_DIR": str(data_dir),
-                "REVERIFY_CLICKHOUSE": f"chdb://{data_dir / 'clickhouse'}",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker"],
-                env=env,
-                cwd=data_dir,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def tail(self) -> str:
-        return self.log.read_text()[-3000:]
-
-    def readyz(self) -> dict[str, Any]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/readyz", timeout=1.0) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as exc:  # 503 while rebalancing, with the same body
-            return json.loads(exc.read() or b"{}")
-        except (OSError, ValueError):
-            return {}
-
-    def consumed(self) -> float:
-        """Input events this worker consumed, from its Prometheus metrics."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return 0.0
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("reverify_events_consumed_total{")
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+def _start_worker(settings: Settings, data_dir: Path) -> WorkerProcess:
+    """A worker on the topics of ``settings``, with its own data dir, web and metrics ports."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    own = dataclasses.replace(
+        settings,
+        web_port=free_port(),
+        metrics_port=free_port(),
+        # Separate data dirs: each worker keeps its own local table stores.
+        data_dir=str(data_dir),
+        clickhouse=f"chdb://{data_dir / 'clickhouse'}",
+    )
+    return WorkerProcess(own)
 
 
 def _outcomes() -> list[dict[str, Any]]:
@@ -151,29 +75,7 @@ def _publish(settings: Settings, outcomes: list[dict[str, Any]]) -> None:
 
 def _read_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """Every record of ``topic`` so far, partition by partition in offset order."""
-    physical = settings.topic(topic)
-    consumer = Consumer(
-        settings.kafka_config(
-            **{"group.id": f"two-{uuid.uuid4().hex}", "enable.auto.commit": False, "enable.partition.eof": True}
-        )
-    )
-    try:
-        parts = consumer.list_topics(physical, timeout=10).topics[physical].partitions
-        consumer.assign([TopicPartition(physical, p, 0) for p in parts])
-        by_partition: dict[int, list[tuple[int, dict[str, Any]]]] = {p: [] for p in parts}
-        at_end: set[int] = set()
-        deadline = time.monotonic() + 60
-        while len(at_end) < len(parts) and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        at_end.add(msg.partition())
-                        continue
-                    raise RuntimeError(msg.error())
-                by_partition[msg.partition()].append((msg.offset(), decode(msg.value())[1]))
-        return [r for p in sorted(by_partition) for _o, r in sorted(by_partition[p], key=lambda x: x[0])]
-    finally:
-        consumer.close()
+    return [r for _p, _o, r in sorted(read_all(settings, topic), key=lambda x: x[:2])]
 
 
 def _latest_qvalues(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -194,9 +96,10 @@ def _wait_ready(workers: list[WorkerProcess], deadline: float) -> None:
 
 
 def test_two_workers_share_the_partitions_and_decide_as_one(broker: str, tmp_path: Path) -> None:
-    alone, shared = _prefix_settings(broker, tmp_path / "a"), _prefix_settings(broker, tmp_path / "b")
-    a = WorkerProcess(alone, tmp_path / "a" / "w")
-    b1, b2 = WorkerProcess(shared, tmp_path / "b" / "w1"), WorkerProcess(shared, tmp_path / "b" / "w2")
+    alone = make_settings(broker, tmp_path / "a", "w", web_port=0)
+    shared = make_settings(broker, tmp_path / "b", "w", web_port=0)
+    a = _start_worker(alone, tmp_path / "a" / "w")
+    b1, b2 = _start_worker(shared, tmp_path / "b" / "w1"), _start_worker(shared, tmp_path / "b" / "w2")
     workers = [a, b1, b2]
     try:
         _wait_ready(workers, time.monotonic() + 60)

@@ -9,26 +9,21 @@ The uninterrupted run is the same learning code fed the same partition order in 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from processors.learning import LearningLoop, LearningSettings
-from schemas import decode
 from streams.client import AgentEvents
 from streams.embedded import free_port
 from streams.settings import Settings
+from tests.support import WorkerProcess, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -36,56 +31,10 @@ N = 50_000  # the issue's "kill -9 of the worker in the middle of 50,000 outcome
 AGENTS, TASKS, VARIANTS = 12, 2, 3
 
 
-def _env(settings: Settings, metrics_port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REVERIFY_")}
-    env.update(
-        {
-            "REVERIFY_KAFKA": settings.kafka,
-            "REVERIFY_TOPIC_PREFIX": settings.topic_prefix,
-            "REVERIFY_WEB_PORT": str(settings.web_port),
-            "REVERIFY_METRICS_PORT": str(metrics_port),
-            "REVERIFY_DATA_DIR": settings.data_dir,
-            "REVERIFY_CLICKHOUSE": settings.clickhouse,
-            # Checkpoints every 0.5 s: the kill lands between them, with applied but unacknowledged work.
-            "REVERIFY_WORKER__STATE_INTERVAL": "0.5",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def _start(settings: Settings, metrics_port: int, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
-            env=_env(settings, metrics_port),
-            cwd=settings.data_dir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def _consumed(metrics_port: int) -> float:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
-    except (OSError, urllib.error.URLError):
-        return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("reverify_events_consumed_total{")
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(10)
+def _start(settings: Settings) -> WorkerProcess:
+    """A worker on ``settings`` with a fresh metrics port, its log in the test's data dir."""
+    # Checkpoints every 0.5 s: the kill lands between them, with applied but unacknowledged work.
+    return WorkerProcess(dataclasses.replace(settings, metrics_port=free_port()), REVERIFY_WORKER__STATE_INTERVAL="0.5")
 
 
 def _publish(settings: Settings) -> None:
@@ -109,38 +58,11 @@ def _publish(settings: Settings) -> None:
         assert events.flush(120) == 0
 
 
-def _read_all(settings: Settings, topic: str) -> list[tuple[int, int, dict[str, Any]]]:
-    """Every record of ``topic`` so far as ``(partition, offset, record)``."""
-    physical = settings.topic(topic)
-    consumer = Consumer(
-        settings.kafka_config(
-            **{"group.id": f"rec-{time.time_ns()}", "enable.auto.commit": False, "enable.partition.eof": True}
-        )
-    )
-    try:
-        parts = consumer.list_topics(physical, timeout=10).topics[physical].partitions
-        consumer.assign([TopicPartition(physical, p, 0) for p in parts])
-        out: list[tuple[int, int, dict[str, Any]]] = []
-        at_end: set[int] = set()
-        deadline = time.monotonic() + 60
-        while len(at_end) < len(parts) and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        at_end.add(msg.partition())
-                        continue
-                    raise RuntimeError(msg.error())
-                out.append((msg.partition(), msg.offset(), decode(msg.value())[1]))
-        return out
-    finally:
-        consumer.close()
-
-
 def _expected(settings: Settings) -> dict[str, dict[str, Any]]:
     """The latest QValue per key of an uninterrupted run: the learning loops fed in partition order."""
     loops: dict[tuple[str, str], LearningLoop] = {}
     latest: dict[str, dict[str, Any]] = {}
-    for partition, offset, record in sorted(_read_all(settings, "agent.outcomes"), key=lambda r: r[:2]):
+    for partition, offset, record in sorted(read_all(settings, "agent.outcomes"), key=lambda r: r[:2]):
         key = (record["agent_name"], record["task_type"])
         loop = loops.setdefault(key, LearningLoop(*key, LearningSettings(publish_interval_ms=0)))
         for e in loop.on_outcome(record, ("agent.outcomes", partition, offset)):
@@ -152,7 +74,7 @@ def _expected(settings: Settings) -> dict[str, dict[str, Any]]:
 def _latest_qvalues(settings: Settings) -> tuple[dict[str, dict[str, Any]], int]:
     latest: dict[str, dict[str, Any]] = {}
     per_event: dict[str, int] = defaultdict(int)
-    for _p, _o, record in _read_all(settings, "crl.qvalues"):
+    for _p, _o, record in read_all(settings, "crl.qvalues"):
         key = f"{record['agent_name']}/{record['task_type']}/{record['variant_id']}"
         latest[key] = record
         per_event[record["event_id"]] += 1
@@ -160,27 +82,25 @@ def _latest_qvalues(settings: Settings) -> tuple[dict[str, dict[str, Any]], int]
     return latest, replayed
 
 
-def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_qvalues(settings: Settings, tmp_path: Path) -> None:
+def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_qvalues(settings: Settings) -> None:
     _publish(settings)
     expected = _expected(settings)
     assert len(expected) == AGENTS * TASKS * VARIANTS
-    metrics_port = free_port()
-    log = tmp_path / "worker.log"
-    first = _start(settings, metrics_port, log)
+    first = _start(settings)
     try:
         deadline = time.monotonic() + 180
-        while _consumed(metrics_port) < N * 0.4:
-            assert first.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"the worker did not reach 40 %:\n{log.read_text()[-3000:]}"
+        while first.consumed() < N * 0.4:
+            assert first.process.poll() is None, first.tail()
+            assert time.monotonic() < deadline, f"the worker did not reach 40 %:\n{first.tail()}"
             time.sleep(0.05)
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(10)
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
     finally:
-        _stop(first)
-    killed_at = len(_read_all(settings, "crl.qvalues"))
+        first.stop()
+    killed_at = len(read_all(settings, "crl.qvalues"))
     assert killed_at < N, "the kill came after the worker had finished: nothing was interrupted"
 
-    second = _start(settings, free_port(), log)
+    second = _start(settings)
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -190,11 +110,11 @@ def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_qvalues(settings
             )
             if done:
                 break
-            assert second.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"no full recovery within 240 s:\n{log.read_text()[-3000:]}"
+            assert second.process.poll() is None, second.tail()
+            assert time.monotonic() < deadline, f"no full recovery within 240 s:\n{second.tail()}"
             time.sleep(1.0)
     finally:
-        _stop(second)
+        second.stop()
     assert latest == expected
     # Outcomes whose effect was not checkpointed were applied again with the same ids: recognisably the same.
     print(f"killed after {killed_at} QValues; {replayed} replayed QValues carried the ids of the originals")
