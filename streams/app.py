@@ -47,6 +47,7 @@ import socket
 import ssl
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +127,11 @@ class PipelineShell:
         self.dirty: set[str] = set()
         self.unacked: list[Any] = []
         self._checkpoint_lock = asyncio.Lock()
+        # What drift monitoring caches per process (~2 s: the alarm's calibration, exact KS p-values) is computed
+        # while the worker joins its group; the first fetch waits for it rather than share the GIL with it.
+        preparer = ThreadPoolExecutor(1, "reverify-prepare")
+        self._prepared: Future[int] | None = preparer.submit(warm_caches, self.pipeline_config.drift)
+        preparer.shutdown(wait=False)  # its thread ends with the task
 
     def load(self, agent: str) -> AgentPipeline:
         pipeline = self.cache.get(agent)
@@ -178,6 +184,9 @@ class PipelineShell:
     def process(self, messages: list[Any]) -> None:
         """Apply one fetch: group by agent, apply each agent's inputs in offset order, the drift looks of all taken
         together (:func:`processors.pipeline.apply_together`); the states are written by :meth:`checkpoint`."""
+        if self._prepared is not None:
+            self._prepared.result()
+            self._prepared = None
         started = time.monotonic()
         by_agent: dict[str, list[Input]] = defaultdict(list)
         now_ms = int(time.time() * 1000)
@@ -370,12 +379,6 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
             # that makes its effect durable does (module docstring).
             event.message.incref()
             shell.process([event.message])
-
-    @app.task
-    async def prepare_drift() -> None:
-        # What drift monitoring caches per process (~2 s: the alarm's calibration, exact KS p-values) is computed
-        # while the worker joins its group, not in front of the inputs of the first series that need it.
-        await asyncio.get_running_loop().run_in_executor(None, warm_caches, shell.pipeline_config.drift)
 
     @app.timer(interval=worker_settings.state_interval)
     async def checkpoint() -> None:
