@@ -36,14 +36,23 @@ def _string_problem(field: str, value: Any) -> str | None:
     return None
 
 
-def check_input(record_type: str, record: dict[str, Any]) -> str | None:
-    """The reason ``record`` cannot be used, or ``None`` when it is fine."""
+def check_input(record_type: str, record: dict[str, Any], encoded_size: int | None = None) -> str | None:
+    """The reason ``record`` cannot be used, or ``None`` when it is fine.
+
+    ``encoded_size``, the bytes the record was decoded from, spares the string checks when it is at most
+    ``MAX_STRING``: no string of it can be longer than that (a UTF-8 character takes a byte at least).
+
+    >>> check_input("AgentMetric", {"agent_name": "a", "name": "q" * 5000, "value": 1.0, "attributes": {}})
+    'name is 5000 characters long; the limit is 4096'
+    """
     for field in _REQUIRED_NAMES.get(record_type, ()):
         if not record.get(field):
             return f"{field} is empty"
-    for field, value in record.items():
-        if type(value) is str and len(value) > MAX_STRING:  # inline: this loop runs for every input field
-            return _string_problem(field, value)
+    strings = encoded_size is None or encoded_size > MAX_STRING
+    if strings:
+        for field, value in record.items():
+            if type(value) is str and len(value) > MAX_STRING:  # inline: this loop runs for every input field
+                return _string_problem(field, value)
     for field in _NUMBERS.get(record_type, ()):
         value = record[field]
         if value - value != 0.0:  # nan and +-inf only; cheaper than math.isfinite
@@ -54,8 +63,9 @@ def check_input(record_type: str, record: dict[str, Any]) -> str | None:
         for name, value in record["features"].items():
             if not math.isfinite(value):
                 return f"features[{name!r}] = {value} is not a finite number"
-    for name, value in record.get("attributes", {}).items():
-        problem = _string_problem(f"attributes[{name!r}]", value)
-        if problem:
-            return problem
+    if strings:
+        for name, value in record.get("attributes", {}).items():
+            problem = _string_problem(f"attributes[{name!r}]", value)
+            if problem:
+                return problem
     return None

@@ -222,7 +222,7 @@ class PipelineShell:
         if expected and record_type != expected:
             self.dead_letter(topic, message, f"expected a {expected} on {topic}, got {record_type}", "wrong_type")
             return None
-        problem = check_input(record_type, record)
+        problem = check_input(record_type, record, len(message.value))
         if problem:
             self.dead_letter(topic, message, problem, "invalid")
             return None
