@@ -185,8 +185,11 @@ class PipelineShell:
         """Apply one fetch: group by agent, apply each agent's inputs in offset order, the drift looks of all taken
         together (:func:`processors.pipeline.apply_together`); the states are written by :meth:`checkpoint`."""
         if self._prepared is not None:
-            self._prepared.result()
-            self._prepared = None
+            prepared, self._prepared = self._prepared, None
+            try:
+                prepared.result()
+            except Exception:  # an optimisation only: the caches then fill on first use
+                log.exception("preparing the drift caches failed")
         started = time.monotonic()
         by_agent: dict[str, list[Input]] = defaultdict(list)
         now_ms = int(time.time() * 1000)
