@@ -25,7 +25,8 @@ False
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 LEVELS: dict[int, str] = {
     0: "FULL_OPERATION",  # All systems operational
@@ -82,3 +83,33 @@ def _check(level: int) -> int:
     if level not in LEVELS:
         raise ValueError(f"degradation level {level!r} is not one of {MIN_LEVEL}-{MAX_LEVEL}")
     return level
+
+
+def control_source(record: Mapping[str, Any]) -> str:
+    """Which processor wrote an AgentControl: its reason starts with ``errors:`` or ``assurance``."""
+    reason = record.get("reason") or ""
+    if reason.startswith("errors:"):
+        return "errors"
+    if reason.startswith("assurance"):  # "assurance:<case> ..." or "assurance case <case> ..."
+        return "assurance"
+    return reason.split(":", 1)[0].strip() or "unknown"
+
+
+def effective_level(levels: dict[str, int], record: Mapping[str, Any]) -> int:
+    """Fold one AgentControl into ``levels`` (source -> the level it asks); the level the agent must run at.
+
+    Several processors publish control records for one agent, each carrying only its own view (a ``circuit``
+    record the error monitor's level after the change, a ``degrade`` record a source's new level), so the agent
+    runs at the highest level any source currently asks.
+
+    >>> levels = {}
+    >>> effective_level(levels, {"kind": "circuit", "degradation_level": 2, "reason": "errors: clay_api open"})
+    2
+    >>> effective_level(levels, {"kind": "degrade", "degradation_level": 1, "reason": "assurance:icp below 50%"})
+    2
+    >>> effective_level(levels, {"kind": "circuit", "degradation_level": 0, "reason": "errors: clay_api closed"})
+    1
+    """
+    if record["kind"] in ("degrade", "circuit"):
+        levels[control_source(record)] = int(record["degradation_level"])
+    return max(levels.values(), default=MIN_LEVEL)

@@ -81,6 +81,7 @@ from processors.drift_calibration import (
     ks_exact,
     ks_pvalue,
     placement_moments,
+    tie_ranks,
     window_scales,
 )
 
@@ -819,8 +820,7 @@ def _untied_shape(s: DriftSettings, n: int) -> _Shape:
 def _tied_shape(s: DriftSettings, n: int, counts: tuple[int, ...]) -> _Shape:
     """The shape of every baseline of ``n`` values whose sorted distinct values occur ``counts`` times (a constant
     cost of any value, rewards on the same few levels): placements depend on the ranks alone."""
-    ranks = np.repeat(np.arange(len(counts), dtype=float), counts)
-    return _Shape(s, n, placement_moments(ranks), np.asarray(counts))
+    return _Shape(s, n, placement_moments(tie_ranks(counts)), np.asarray(counts))
 
 
 def _cell_placements(n: int, counts: np.ndarray) -> np.ndarray:
@@ -1392,7 +1392,9 @@ class DriftProcessor:
         self, agent: str, variant: str | None, values: Iterable[tuple[str, Any, bool]], ts: int
     ) -> list[Emission]:
         """Feed one event's ``(feature, value, categorical)`` in order; the looks that fall due are taken together."""
-        out, due = self._push(agent, variant, values, ts)
+        return self._with_looks(*self._push(agent, variant, values, ts))
+
+    def _with_looks(self, out: list[Emission], due: list[_BaseMonitor]) -> list[Emission]:
         return out + self.finish_looks(due, evaluate_looks(due)) if due else out
 
     def finish_looks(self, due: Sequence[_BaseMonitor], reports: Sequence[dict[str, Any] | None]) -> list[Emission]:
@@ -1422,8 +1424,7 @@ class DriftProcessor:
 
     def on_outcome(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
         """Feed an AgentOutcome: reward, latency_ms, cost_usd, every ``features`` key, categorical attributes."""
-        out, due = self.push_outcome(event, offset)
-        return out + self.finish_looks(due, evaluate_looks(due)) if due else out
+        return self._with_looks(*self.push_outcome(event, offset))
 
     def on_metric(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
         """Feed an AgentMetric: one series per metric name."""

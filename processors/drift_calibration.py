@@ -64,6 +64,7 @@ __all__ = [
     "ks_pvalue",
     "placement_moments",
     "simulate_max_statistic",
+    "tie_ranks",
 ]
 
 _CHUNK_VALUES = 1_000_000  # values simulated per batch of replicates: bounded memory (~30 MB), few numpy calls
@@ -231,6 +232,16 @@ def calibrate_threshold(
     )
 
 
+def tie_ranks(counts: tuple[int, ...] | np.ndarray) -> np.ndarray:
+    """The sorted ranks of a baseline whose sorted distinct values occur ``counts`` times: every baseline with
+    these ties has the same placements as these.
+
+    >>> tie_ranks((2, 1)).tolist()
+    [0.0, 0.0, 1.0]
+    """
+    return np.repeat(np.arange(len(counts), dtype=float), counts)
+
+
 @lru_cache(maxsize=256)
 def _threshold(
     n_baseline: int,
@@ -245,8 +256,7 @@ def _threshold(
     spread_weight: float,
 ) -> float:
     """:func:`calibrate_threshold` of a continuous baseline (``ties=None``) or of one with these ties."""
-    # the sorted baseline's ranks: any values with these ties give the same placements
-    values = None if ties is None else np.repeat(np.arange(len(ties), dtype=float), ties)
+    values = None if ties is None else tie_ranks(ties)
     m = simulate_max_statistic(
         n_baseline,
         windows,

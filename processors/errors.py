@@ -56,7 +56,7 @@ from processors.base import Emission, derive_id
 from processors.degradation_levels import COMPONENT_LEVELS, level_for_components, level_name
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
-_STATE_CODE = {CLOSED: 0.0, HALF_OPEN: 1.0, OPEN: 2.0}  # circuit_breaker_state gauge values
+CIRCUIT_STATE_CODES = {CLOSED: 0.0, HALF_OPEN: 1.0, OPEN: 2.0}  # circuit_breaker_state gauge values
 _ERROR_SEVERITIES = ("info", "warning", "error", "critical")
 
 
@@ -354,7 +354,7 @@ class ErrorMonitor:
         """Like :meth:`agent_stats` for one component, with ``circuit_state`` as 0 closed, 1 half-open, 2 open."""
         tally, breaker = self._components.get(agent, {}).get(component, (_Tally(self.settings.window), None))
         stats = tally.stats()
-        stats["circuit_state"] = _STATE_CODE[breaker.state if breaker else CLOSED]
+        stats["circuit_state"] = CIRCUIT_STATE_CODES[breaker.state if breaker else CLOSED]
         return stats
 
     def circuit_state(self, agent: str, component: str) -> str:
@@ -461,7 +461,7 @@ class ErrorMonitor:
                 "threshold": float(self.settings.failure_threshold),
                 "sample_size": float(len(tally.recent)),
                 "error_rate": tally.error_rate,
-                "circuit_state": _STATE_CODE[state],
+                "circuit_state": CIRCUIT_STATE_CODES[state],
             },
             settings_version=self.settings_version,
             statistic="consecutive_failures",

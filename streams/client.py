@@ -32,6 +32,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
+from processors.degradation_levels import effective_level
 from schemas import DecodeError, decode, decode_as
 from schemas.codec import encoder
 from streams.settings import Settings
@@ -509,16 +510,6 @@ class AlertSubscriber:
         self.close()
 
 
-def control_source(record: dict[str, Any]) -> str:
-    """Which processor wrote an AgentControl: its reason starts with ``errors:`` or ``assurance``."""
-    reason = record.get("reason") or ""
-    if reason.startswith("errors:"):
-        return "errors"
-    if reason.startswith("assurance"):  # "assurance:<case> ..." or "assurance case <case> ..."
-        return "assurance"
-    return reason.split(":", 1)[0].strip() or "unknown"
-
-
 class VariantRouter:
     """Which variant an agent must use now, following the compacted ``crl.active`` topic.
 
@@ -562,15 +553,13 @@ class VariantRouter:
         Several processors publish control records for one agent, each carrying only its own view: the error
         monitor's records always say ``paused=False`` and its circuit level, an assurance case's its own level.
         So ``paused`` is taken from pause/resume records only, and the level the agent must run at is the
-        highest level any source currently asks for.
+        highest level any source currently asks for (:func:`processors.degradation_levels.effective_level`).
         """
-        state = self._control.setdefault(record["agent_name"], {"paused": False, "levels": {}})
+        state = self._control.setdefault(record["agent_name"], {"paused": False, "levels": {}, "level": 0})
         kind = record["kind"]
         if kind in ("pause", "resume"):
             state["paused"] = bool(record["paused"]) if kind == "pause" else False
-        if kind in ("degrade", "circuit"):
-            # A circuit record carries the error monitor's level after the change; a degrade record follows it.
-            state["levels"][control_source(record)] = int(record["degradation_level"])
+        state["level"] = effective_level(state["levels"], record)
 
     def variant_for(self, agent_name: str, task_type: str, default: str = "default") -> str:
         """The active variant of ``agent_name``/``task_type``, or ``default`` while none is known."""
@@ -585,8 +574,7 @@ class VariantRouter:
     def degradation_level(self, agent_name: str) -> int:
         """The graceful-degradation level (0 = full service ... 4) the agent must run at: the highest any source asks."""
         with self._lock:
-            levels = self._control.get(agent_name, {}).get("levels", {})
-            return max(levels.values(), default=0)
+            return int(self._control.get(agent_name, {}).get("level", 0))
 
     def close(self) -> None:
         self._stop.set()

@@ -15,7 +15,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from streams.client import control_source
+from processors.degradation_levels import effective_level
+from processors.errors import CIRCUIT_STATE_CODES
 
 EVENTS_CONSUMED = Counter("reverify_events_consumed_total", "Input events consumed", ["topic"])
 EVENTS_PRODUCED = Counter("reverify_events_produced_total", "Events produced", ["topic"])
@@ -40,14 +41,11 @@ RECOVERY_TIME = Histogram("recovery_time", "Seconds from a rollback's cause to t
 ROLLBACKS = Counter("reverify_rollbacks_total", "Rollbacks emitted", ["agent_name", "task_type"])
 
 
-_CIRCUIT_CODES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
-
-
 class SeedGauges:
     """Sets the seed's gauges from emitted records (``observe(record_type, record)``); other types cost a lookup.
 
-    ``degradation_level`` is, like :meth:`streams.client.VariantRouter.degradation_level`, the highest level any
-    source (error monitor, assurance cases) currently asks of the agent. ``drift_psi`` follows the agent-level
+    ``degradation_level`` is, as for :class:`streams.client.VariantRouter`, the highest level any source (error
+    monitor, assurance cases) currently asks of the agent (:func:`processors.degradation_levels.effective_level`). ``drift_psi`` follows the agent-level
     series (reports of per-variant series would make it flap between variants). ``recovery_time`` is the time
     from the event that caused a rollback to the emission of the rollback (and of the new active variant).
     """
@@ -78,12 +76,11 @@ class SeedGauges:
 
     def _control(self, record: dict[str, Any]) -> None:
         agent = record["agent_name"]
-        if record["kind"] == "circuit" and record.get("component") and record.get("circuit_state") in _CIRCUIT_CODES:
-            CIRCUIT_BREAKER_STATE.labels(agent, record["component"]).set(_CIRCUIT_CODES[record["circuit_state"]])
+        state = record.get("circuit_state")
+        if record["kind"] == "circuit" and record.get("component") and state in CIRCUIT_STATE_CODES:
+            CIRCUIT_BREAKER_STATE.labels(agent, record["component"]).set(CIRCUIT_STATE_CODES[state])
         if record["kind"] in ("degrade", "circuit"):
-            levels = self._levels.setdefault(agent, {})
-            levels[control_source(record)] = int(record["degradation_level"])
-            DEGRADATION_LEVEL.labels(agent).set(max(levels.values()))
+            DEGRADATION_LEVEL.labels(agent).set(effective_level(self._levels.setdefault(agent, {}), record))
 
     @staticmethod
     def _assurance(record: dict[str, Any]) -> None:
