@@ -295,12 +295,13 @@ class DegradationDetector:
 
     def update(self, success: bool, reward: float) -> DegradationAlarm | None:
         """Apply one outcome; return the alarm if a CUSUM crossed its threshold (the detector then resets)."""
-        armed = self.armed
-        self._recent.append((bool(success), float(reward)))
+        success, reward = bool(success), float(reward)
+        armed = self._success.baseline_n >= self.min_baseline  # self.armed, one property call less per outcome
+        self._recent.append((success, reward))
         self._recent_events.append(False)
-        s = self._success.observe(bool(success))
+        s = self._success.observe(success)
         e = self._errors.observe(True)
-        r = self._reward.observe(float(reward), armed)
+        r = self._reward.observe(reward, armed)
         if not armed:
             # Warm-up: everything observed is baseline; no excursion is held back.
             self._success.commit()

@@ -146,6 +146,8 @@ class LearningLoop:
         # and its n then ("n0"). Every open alert watches the active variant: an activation resolves them all.
         self.open_alerts: dict[str, dict[str, Any]] = {}
         self._offset_keys: dict[tuple[Any, ...], str] = {}
+        s = self.settings
+        self._thresholds = (s.auto_apply_q, s.auto_apply_n, s.approval_q, s.approval_n, s.promotion_probability)
 
     # -- replay protection ---------------------------------------------------------------------------
 
@@ -153,7 +155,7 @@ class LearningLoop:
         """True when ``offset`` was already applied; otherwise record it. ``offset`` ends with the offset."""
         if offset is None:
             return False
-        head = (kind, *offset[:-1])
+        head = (kind, offset[0]) if len(offset) == 2 else (kind, *offset[:-1])
         key = self._offset_keys.get(head)
         if key is None:
             key = self._offset_keys[head] = ":".join([kind, *(str(p) for p in offset[:-1])])
@@ -260,7 +262,7 @@ class LearningLoop:
             act = self.arms[self.active]  # type: ignore[index]
             p_beats = prob_beats(arm.successes, arm.failures, act.successes, act.failures)
         degraded = self._degraded(variant)
-        thresholds = (s.auto_apply_q, s.auto_apply_n, s.approval_q, s.approval_n, s.promotion_probability)
+        thresholds = self._thresholds
         # The decision alone first: it is published only when it changes, so the reasoning (string formatting,
         # most of decide's cost) is built only then.
         decision = classify(arm.q, arm.n, degraded, p_beats, *thresholds)

@@ -138,6 +138,37 @@ class AgentPipeline:
             out = []
         return self._act(out), None
 
+    def run(
+        self, inputs: Sequence[Input], at: int, emit: Callable[[list[Emission]], None]
+    ) -> tuple[int, PendingOutcome | None]:
+        """:meth:`start` of ``inputs[at:]`` in turn, each one's emissions to ``emit``, until an outcome has looks due.
+
+        Returns where it stopped and that outcome (for :meth:`finish`), or ``len(inputs)`` and ``None``. A run of
+        outcomes feeds drift first, in bulk (:meth:`DriftProcessor.push_outcomes`): drift neither reads nor is read
+        by the other processors and emits nothing before a look, so each input's emissions are :meth:`on_event`'s.
+        """
+        end = len(inputs)
+        while at < end:
+            stop = at
+            while stop < end and inputs[stop][0] == "AgentOutcome":
+                stop += 1
+            if stop == at:
+                emit(self.start(*inputs[at])[0])  # not an outcome: never pending
+                at += 1
+                continue
+            run = inputs[at:stop]
+            fed, pushed, due = self.drift.push_outcomes([x[1] for x in run], [x[2] for x in run])
+            loop = self.loop
+            for _, record, offset in run[: fed - 1]:
+                emit(self._end_outcome(record, offset, loop(record["task_type"]).on_outcome(record, offset)))
+            _, record, offset = run[fed - 1]
+            out = loop(record["task_type"]).on_outcome(record, offset) + pushed
+            at += fed
+            if due:
+                return at, PendingOutcome(record, offset, out, due)
+            emit(self._end_outcome(record, offset, out))
+        return end, None
+
     def finish(self, pending: PendingOutcome, reports: Sequence[dict[str, Any] | None]) -> list[Emission]:
         """Complete a :meth:`start`-ed outcome with the reports :func:`~processors.drift.evaluate_looks` gave."""
         out = pending.out + self.drift.finish_looks(pending.due, reports)
@@ -271,14 +302,9 @@ def apply_together(
     while runs:
         waiting: list[tuple[AgentPipeline, Sequence[Input], int, PendingOutcome]] = []
         for pipeline, inputs, at in runs:
-            start = pipeline.start
-            while at < len(inputs):
-                out, pending = start(*inputs[at])
-                at += 1
-                if pending is not None:
-                    waiting.append((pipeline, inputs, at, pending))
-                    break
-                emit(out)
+            at, pending = pipeline.run(inputs, at, emit)
+            if pending is not None:
+                waiting.append((pipeline, inputs, at, pending))
         if not waiting:
             return
         reports = evaluate_looks([m for *_, pending in waiting for m in pending.due])
