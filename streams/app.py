@@ -180,9 +180,7 @@ class PipelineShell:
                 self.table[agent.encode()] = raw
             await flush_faust_producer(app)
             if ack:
-                consumer = app.consumer
-                for message in messages:
-                    message.ack(consumer)
+                app.consumer.acknowledge(messages)
 
     def process(self, messages: list[Any]) -> None:
         """Apply one fetch: group by agent, apply each agent's inputs in offset order, the drift looks of all taken
