@@ -650,9 +650,9 @@ def alarm_threshold(settings: DriftSettings, n: int | None = None, values: np.nd
 def warm_caches(settings: DriftSettings, *, min_pvalue: float = 1e-8) -> int:
     """Compute ahead what monitoring under ``settings`` caches per process; returns the KS p-values computed.
 
-    The rank calibration (:func:`alarm_threshold`) and the exact KS p-value of every full report window for each
-    statistic ``D`` a stationary window plausibly shows (down to ``min_pvalue``; each costs up to 0.2 ms, about a
-    second for the default windows). A worker calls this while it joins its group, so the first looks of every
+    The rank calibration (:func:`alarm_threshold`) and the exact KS p-value of every report window (full, or the
+    configured one at each report look while it fills) for each statistic ``D`` a stationary window plausibly
+    shows (down to ``min_pvalue``; each costs up to 0.2 ms, about a second for the default windows). A worker calls this while it joins its group, so the first looks of every
     series do not compute them in front of the inputs.
 
     >>> s = DriftSettings(windows=(100,), window=100)
@@ -662,7 +662,9 @@ def warm_caches(settings: DriftSettings, *, min_pvalue: float = 1e-8) -> int:
     """
     alarm_threshold(settings)
     n, computed = settings.baseline_size, 0
-    for w in sorted({*settings.windows, settings.window}):
+    # the report windows, and the configured window's lengths at the report looks while it fills
+    filling = range(settings.evaluate_every, settings.window, settings.evaluate_every)
+    for w in sorted({*settings.windows, settings.window, *filling}):
         lcm = n // math.gcd(n, w) * w
         for h in range(lcm + 1):
             computed += (n, w, h) not in KS_MEMO
