@@ -197,16 +197,19 @@ class PipelineShell:
         now_ms = int(time.time() * 1000)
         oldest_ts = now_ms
         consumed: Counter[str] = Counter()  # counted per batch: a label lookup per event costs ~6 % of the worker
+        self.unacked += messages  # acknowledged by the checkpoint that makes their effect durable
+        parse, logical = self._parse, self._logical
         for message in messages:
-            self.unacked.append(message)  # acknowledged by the checkpoint that makes its effect durable
-            topic = self._logical.get(message.topic, message.topic)
+            topic = logical.get(message.topic, message.topic)
             consumed[topic] += 1
-            parsed = self._parse(topic, message)
+            parsed = parse(topic, message)
             if parsed is None:
                 continue
             record_type, record = parsed
             agent = record.get("agent_name") or _key_text(message.key)
-            oldest_ts = min(oldest_ts, record.get("ts", now_ms))
+            ts = record.get("ts", now_ms)
+            if ts < oldest_ts:
+                oldest_ts = ts
             by_agent[agent].append((record_type, record, (message.partition, message.offset)))
         apply_together([(self.load(agent), items) for agent, items in by_agent.items()], self.emit)
         self.dirty.update(by_agent)
