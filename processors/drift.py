@@ -575,7 +575,9 @@ class DriftMonitor(_BaseMonitor):
             "fired_at": self.fired_at,
             "quiet": self._quiet,
             "skipped": self.skipped,
-            "learning": [float(v) for v in self._learning],
+            # packed: up to baseline_size floats, written at every checkpoint while the baseline fills (as a JSON
+            # list, ~0.3 us a value: 6 % of a worker whose agents are all learning)
+            "learning": pack_array(np.array(self._learning, dtype=float)),
             "pending": [float(v) for v in self._pending],
             "block_ts0": self._block_ts0,
             "last_ts": self._last_ts,
@@ -614,7 +616,7 @@ class DriftMonitor(_BaseMonitor):
             w = min(m.settings.window, m._filled)
             if sh.keep_cells and w:
                 m._row("cells")[:] = np.bincount(m._last_cells(w), minlength=2 * m._n + 1)
-        m._learning = list(state["learning"])
+        m._learning = unpack_array(state["learning"]).tolist()  # a list in state written before it was packed
         m._pending = list(state["pending"])
         m.values_seen, m.generation = state["values_seen"], state["generation"]
         m.firing, m.fired_at, m._quiet, m.skipped = state["firing"], state["fired_at"], state["quiet"], state["skipped"]

@@ -257,6 +257,22 @@ def test_state_round_trip_gives_identical_reports() -> None:
         assert [e.value for e in ea] == [e.value for e in eb]
 
 
+def test_state_written_with_the_learning_values_as_a_list_restores() -> None:
+    # State written before the learning values were packed (checkpointed states outlive an upgrade).
+    rng = np.random.default_rng(3)
+    xs = rng.normal(0, 1, 1600).tolist()
+    a = DriftMonitor(DriftSettings(), feature="f")
+    for i in range(600):
+        a.push(xs[i], i)
+    state = json.loads(json.dumps(a.to_dict()))
+    assert isinstance(state["learning"], str)
+    state["learning"] = xs[:600]
+    b = DriftMonitor.from_dict(state, DriftSettings())
+    reports = [(a.update(x, i), b.update(x, i)) for i, x in enumerate(xs[600:], 600)]
+    assert sum(ra is not None for ra, _ in reports) == 12  # a baseline at 1,000, then a report every 50
+    assert all(ra == rb for ra, rb in reports)
+
+
 @pytest.mark.parametrize("window", [500, 1000], ids=["window-500", "cell-counts-1000"])
 def test_looks_taken_together_equal_looks_taken_alone(window: int) -> None:
     # Series started at different times (a batch then holds filling and full windows at several ring positions),
