@@ -51,33 +51,15 @@ def stream(seed: int, agents: tuple[str, ...] = ("ann", "bob", "cy"), n: int = 3
     for offset in range(n):
         agent = rng.choice(agents)
         kind = rng.random()
+        head = {"event_id": f"in-{offset}", "ts": 1_000 + offset, "agent_name": agent, "attributes": {}}
         if kind < 0.03:
-            record = {
-                "event_id": f"err-{offset}",
-                "ts": 1_000 + offset,
-                "agent_name": agent,
-                "component": "llm",
-                "error_type": "Timeout",
-                "message": "",
-                "severity": "error",
-                "variant_id": "v1",
-                "task_type": "t1",
-                "pipeline": False,
-                "attributes": {},
-            }
-            inputs.append(("AgentError", record, (0, offset)))
+            error = {"component": "llm", "error_type": "Timeout", "message": "", "severity": "error"}
+            item = ("AgentError", {**head, **error, "variant_id": "v1", "task_type": "t1", "pipeline": False})
         elif kind < 0.06:
-            record = {
-                "event_id": f"m-{offset}",
-                "ts": 1_000 + offset,
-                "agent_name": agent,
-                "name": "queue",
-                "value": rng.random(),
-                "attributes": {},
-            }
-            inputs.append(("AgentMetric", record, (0, offset)))
+            item = ("AgentMetric", {**head, "name": "queue", "value": rng.random()})
         else:
-            inputs.append(("AgentOutcome", outcome(rng, agent, offset), (0, offset)))
+            item = ("AgentOutcome", outcome(rng, agent, offset))
+        inputs.append((*item, (0, offset)))
     return inputs
 
 
