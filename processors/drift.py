@@ -652,28 +652,41 @@ def alarm_threshold(settings: DriftSettings, n: int | None = None, values: np.nd
 def warm_caches(settings: DriftSettings, *, min_pvalue: float = 1e-8) -> int:
     """Compute ahead what monitoring under ``settings`` caches per process; returns the KS p-values computed.
 
-    The rank calibration (:func:`alarm_threshold`) and the exact KS p-value of every report window (full, or the
-    configured one at each report look while it fills) for each statistic ``D`` a stationary window plausibly
-    shows (down to ``min_pvalue``; each costs up to 0.2 ms, about a second for the default windows). A worker calls this while it joins its group, so the first looks of every
-    series do not compute them in front of the inputs.
+    For ``settings`` and what each of its per-series overrides makes of them: the rank calibration
+    (:func:`alarm_threshold`) and the exact KS p-value of every report window (full, or the configured one at each
+    report look while it fills) for each statistic ``D`` a stationary window plausibly shows (down to
+    ``min_pvalue``; each costs up to 0.2 ms, a few seconds for the default windows). A worker calls this while it
+    joins its group, so the first looks of every series do not compute them in front of the inputs.
 
-    >>> s = DriftSettings(windows=(100,), window=100)
+    >>> s = DriftSettings(windows=(100,), window=100, calibration_replicates=20, calibration_length=2_000,
+    ...                   overrides={"*/latency_ms": {"window": 200, "windows": (200,)}})
     >>> _ = warm_caches(s)
-    >>> (s.baseline_size, 100, 0) in KS_MEMO, warm_caches(s)  # a second call finds everything computed
-    (True, 0)
+    >>> (s.baseline_size, 100, 0) in KS_MEMO, (s.baseline_size, 200, 0) in KS_MEMO, warm_caches(s)
+    (True, True, 0)
     """
-    alarm_threshold(settings)
-    n, computed = settings.baseline_size, 0
-    # the report windows, and the configured window's lengths at the report looks while it fills
-    filling = range(settings.evaluate_every, settings.window, settings.evaluate_every)
-    for w in sorted({*settings.windows, settings.window, *filling}):
-        lcm = n // math.gcd(n, w) * w
-        for h in range(lcm + 1):
-            computed += (n, w, h) not in KS_MEMO
-            hit = ks_exact(n, w, h)
-            if hit is None or hit[1] < min_pvalue:
-                break
+    computed = 0
+    for each in _with_overrides(settings):
+        alarm_threshold(each)
+        n = each.baseline_size
+        # the report windows, and the configured window's lengths at the report looks while it fills
+        filling = range(each.evaluate_every, each.window, each.evaluate_every)
+        for w in sorted({*each.windows, each.window, *filling}):
+            lcm = n // math.gcd(n, w) * w
+            for h in range(lcm + 1):
+                computed += (n, w, h) not in KS_MEMO
+                hit = ks_exact(n, w, h)
+                if hit is None or hit[1] < min_pvalue:
+                    break
     return computed
+
+
+def _with_overrides(settings: DriftSettings) -> list[DriftSettings]:
+    """``settings`` and what each of its override keys (``agent/feature``, ``*`` for any) makes of them, distinct."""
+    variants = [settings]
+    for key in settings.overrides:
+        agent, _, feature = key.partition("/")
+        variants.append(settings.for_series(agent, feature))
+    return list(dict.fromkeys(variants))
 
 
 def update_many(monitors: Sequence[_BaseMonitor], values: Sequence[Any], ts: int) -> list[dict[str, Any] | None]:
