@@ -296,7 +296,7 @@ class DegradationDetector:
     def update(self, success: bool, reward: float) -> DegradationAlarm | None:
         """Apply one outcome; return the alarm if a CUSUM crossed its threshold (the detector then resets)."""
         success, reward = bool(success), float(reward)
-        armed = self._success.baseline_n >= self.min_baseline  # self.armed, one property call less per outcome
+        armed = self.armed
         self._recent.append((success, reward))
         self._recent_events.append(False)
         s = self._success.observe(success)

@@ -1385,6 +1385,28 @@ def _columns(events: Sequence[Mapping[str, Any]], features: list[str]) -> list[l
     return columns
 
 
+def _alike_run(events: Sequence[Mapping[str, Any]], offsets: Sequence[tuple[int, int] | None], most: int) -> int:
+    """How many leading events (at most ``most``) share the first one's agent, partition and feature names, in
+    increasing offset order."""
+    first = events[0]
+    agent, keys = first["agent_name"], (first.get("features") or {}).keys()
+    partition, last = offsets[0]  # type: ignore[misc]
+    n = 1
+    while n < most:
+        event, offset = events[n], offsets[n]
+        if (
+            offset is None
+            or offset[0] != partition
+            or offset[1] <= last
+            or event["agent_name"] != agent
+            or (event.get("features") or {}).keys() != keys
+        ):
+            break
+        last = offset[1]
+        n += 1
+    return n
+
+
 class DriftProcessor:
     """The drift monitors of one partition, keyed by series; turns events into DriftReports and Alerts.
 
@@ -1409,11 +1431,14 @@ class DriftProcessor:
         self.monitors: dict[SeriesKey, DriftMonitor | CategoricalDriftMonitor] = {}
         self.offsets: dict[int, int] = {}
 
+    def _applied(self, partition: int, offset: int) -> bool:
+        return offset <= self.offsets.get(partition, -1)
+
     def _replayed(self, offset: tuple[int, int] | None) -> bool:
         if offset is None:
             return False
         partition, off = offset
-        if off <= self.offsets.get(partition, -1):
+        if self._applied(partition, off):
             return True
         self.offsets[partition] = off
         return False
@@ -1519,11 +1544,8 @@ class DriftProcessor:
         if self.settings.categorical or self.settings.per_variant:
             return 0, []
         first = events[0]
-        if offsets[0] is None:
-            return 0, []
-        partition, last = offsets[0]
-        if last <= self.offsets.get(partition, -1):
-            return 0, []  # a replay: push_outcome skips it
+        if offsets[0] is None or self._applied(*offsets[0]):
+            return 0, []  # no offset, or a replay: push_outcome knows what to do
         agent = first["agent_name"]
         features = first.get("features") or {}
         names = sorted(features)
@@ -1535,28 +1557,15 @@ class DriftProcessor:
             if type(m) is not DriftMonitor or m._detectors:
                 return 0, []
             room = min(room, m.room())
-        keys = features.keys()
-        n = 1
-        while n < room:
-            event, offset = events[n], offsets[n]
-            if (
-                offset is None
-                or offset[0] != partition
-                or offset[1] <= last
-                or event["agent_name"] != agent
-                or (event.get("features") or {}).keys() != keys
-            ):
-                break
-            last = offset[1]
-            n += 1
+        n = _alike_run(events, offsets, room)
         columns = _columns(events[:n], names)
         if columns is None:  # a missing or non-finite value: the events before it go in bulk, it one at a time
             n = next(i for i, e in enumerate(events[:n]) if _columns([e], names) is None)
             columns = _columns(events[:n], names) if n else None
             if columns is None:
                 return 0, []
-            last = offsets[n - 1][1]
         ts = [int(e["ts"]) for e in events[:n]]
+        partition, last = offsets[n - 1]
         self.offsets[partition] = last
         return n, [m for m, column in zip(monitors, columns, strict=True) if m.extend(column, ts)]
 
