@@ -131,7 +131,13 @@ class _BernoulliChannel:
         # own term: log p1 (or log(1 - p1)) less the sequential predictive (a + s) / (a + b + s + f).
         n = a + b + s + f
         if good:
-            self.statistic += math.log(p1 * n / (a + s))
+            ratio = p1 * n / (a + s)
+            if ratio <= 1.0 and not self.statistic:
+                # At rest, a good observation takes the statistic to log(ratio) <= 0, so it ends there at once:
+                # commit() of that one observation, without the log (most observations of a healthy arm).
+                self.good += 1
+                return 0.0
+            self.statistic += math.log(ratio)
             self.pending_good = s + 1
         else:
             self.statistic += math.log((1.0 - p1) * n / (b + f))
@@ -296,15 +302,16 @@ class DegradationDetector:
     def update(self, success: bool, reward: float) -> DegradationAlarm | None:
         """Apply one outcome; return the alarm if a CUSUM crossed its threshold (the detector then resets)."""
         success, reward = bool(success), float(reward)
-        armed = self.armed
+        channel = self._success
+        armed = channel.good + channel.bad >= self.min_baseline  # self.armed, inline: this runs for every outcome
         self._recent.append((success, reward))
         self._recent_events.append(False)
-        s = self._success.observe(success)
+        s = channel.observe(success)
         e = self._errors.observe(True)
         r = self._reward.observe(reward, armed)
         if not armed:
             # Warm-up: everything observed is baseline; no excursion is held back.
-            self._success.commit()
+            channel.commit()
             self._errors.commit()
             return None
         if s > self.success_threshold:

@@ -486,13 +486,17 @@ class LearningLoop:
             return []
         variant, ts, cause = event["variant_id"], int(event["ts"]), event["event_id"]
         out: list[Emission] = []
-        arm = self._arm(variant)
+        arm = self.arms.get(variant) or self._arm(variant)
         if self.active is None:
             out.append(self._activation(variant, "first_seen", ts, cause, None))
         success, reward = bool(event["success"]), float(event["reward"])
-        arm.update(success, reward, alpha=self.settings.alpha, gamma=self.settings.gamma, max_next_q=max_next_q)
+        s = self.settings
+        arm.update(success, reward, alpha=s.alpha, gamma=s.gamma, max_next_q=max_next_q)
         alarm = self.detectors[variant].update(success, reward)
-        out += self._qvalue(variant, ts, cause)
+        if s.publish_interval_ms > 0:
+            self.held[variant] = (ts, cause)  # self._qvalue, inline: this runs for every outcome
+        else:
+            out.append(self._qvalue_record(variant, ts, cause))
         if alarm is not None:
             out += self._on_alarm(variant, alarm, ts, cause)
         elif self.open_alerts and variant == self.active:

@@ -120,6 +120,7 @@ class PipelineShell:
         self.deadletters = DeadLetterMonitor(settings.section("deadletters", DeadLetterSettings))
         self._logical = {settings.topic(name): name for name in TOPICS}
         self._physical = {name: settings.topic(name) for name in TOPICS}
+        self._expected = {settings.topic(name): record_type for name, record_type in EXPECTED.items()}
         self._produced: dict[str, Any] = {}  # metric children by topic, looked up once
         self.gauges = metrics.SeedGauges()
         # Live pipelines of the agents this worker owns; the table is the durable copy, read only after a
@@ -196,16 +197,25 @@ class PipelineShell:
         by_agent: dict[str, list[Input]] = defaultdict(list)
         now_ms = int(time.time() * 1000)
         oldest_ts = now_ms
-        consumed: Counter[str] = Counter()  # counted per batch: a label lookup per event costs ~6 % of the worker
         self.unacked += messages  # acknowledged by the checkpoint that makes their effect durable
-        parse, logical = self._parse, self._logical
+        # One loop, no call per input but decode's and the check's: ~1.5 us an input less than a parse method.
+        expected_of, logical = self._expected, self._logical
         for message in messages:
-            topic = logical.get(message.topic, message.topic)
-            consumed[topic] += 1
-            parsed = parse(topic, message)
-            if parsed is None:
+            value = message.value
+            try:
+                record_type, record = decode(value)
+            except DecodeError as exc:
+                self.dead_letter(message, exc.reason, "decode")
                 continue
-            record_type, record = parsed
+            expected = expected_of.get(message.topic)
+            if expected and record_type != expected:
+                where = logical.get(message.topic, message.topic)
+                self.dead_letter(message, f"expected a {expected} on {where}, got {record_type}", "wrong_type")
+                continue
+            problem = check_input(record_type, record, len(value))
+            if problem:
+                self.dead_letter(message, problem, "invalid")
+                continue
             agent = record.get("agent_name") or _key_text(message.key)
             ts = record.get("ts", now_ms)
             if ts < oldest_ts:
@@ -214,27 +224,12 @@ class PipelineShell:
         apply_together([(self.load(agent), items) for agent, items in by_agent.items()], self.emit)
         self.dirty.update(by_agent)
         self.producer.poll(0)
-        for topic, n in consumed.items():
-            metrics.EVENTS_CONSUMED.labels(topic).inc(n)
+        # counted per batch: a label lookup per event cost ~6 % of the worker
+        for topic, n in Counter(message.topic for message in messages).items():
+            metrics.EVENTS_CONSUMED.labels(logical.get(topic, topic)).inc(n)
         metrics.BATCH_SIZE.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         metrics.PROCESSING_DELAY.observe(max(0.0, time.time() - oldest_ts / 1000))
-
-    def _parse(self, topic: str, message: Any) -> tuple[str, dict[str, Any]] | None:
-        try:
-            record_type, record = decode(message.value)
-        except DecodeError as exc:
-            self.dead_letter(topic, message, exc.reason, "decode")
-            return None
-        expected = EXPECTED.get(topic)
-        if expected and record_type != expected:
-            self.dead_letter(topic, message, f"expected a {expected} on {topic}, got {record_type}", "wrong_type")
-            return None
-        problem = check_input(record_type, record, len(message.value))
-        if problem:
-            self.dead_letter(topic, message, problem, "invalid")
-            return None
-        return record_type, record
 
     def publish_held(self) -> None:
         """Publish the Q-values the pipelines hold; their states changed, so the next checkpoint writes them."""
@@ -257,7 +252,8 @@ class PipelineShell:
                 self.emit(emissions)
                 self.dirty.add(agent)
 
-    def dead_letter(self, topic: str, message: Any, reason: str, error_type: str) -> None:
+    def dead_letter(self, message: Any, reason: str, error_type: str) -> None:
+        topic = self._logical.get(message.topic, message.topic)
         metrics.DECODE_FAILURES.labels(topic, error_type).inc()
         value = message.value if isinstance(message.value, bytes) else b""
         record = {
