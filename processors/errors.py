@@ -315,11 +315,14 @@ class ErrorMonitor:
         if self._replayed("outcome", offset):
             return []
         ts = int(event["ts"])
-        self._now = max(self._now, ts)
+        if ts > self._now:
+            self._now = ts
         agent = str(event["agent_name"])
         self._agent(agent).push(False)
         named = (event.get("attributes") or {}).get("components")
-        comps = [c.strip() for c in named.split(",") if c.strip()] if named else list(self._components.get(agent, {}))
+        if not named and agent not in self._components:
+            return []  # no component to credit: most agents, most outcomes
+        comps = [c.strip() for c in named.split(",") if c.strip()] if named else list(self._components[agent])
         out: list[Emission] = []
         for component in comps:
             tally, breaker = self._component(agent, component)
