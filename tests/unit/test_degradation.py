@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 
 import pytest
 
-from processors.degradation import DegradationDetector, format_reason
+from processors.degradation import DegradationDetector, _BernoulliChannel, format_reason
 
 RUNS = 500
 HEALTHY = 1_000  # invocations of healthy history before the change in the delay scenarios
@@ -87,6 +88,39 @@ def test_errors_alone_can_fire() -> None:
             break
     assert fired is not None and fired.channel == "errors"
     assert fired.reason.startswith("Error rate rose from 0% to")
+
+
+def test_bernoulli_channel_is_the_predictive_cusum_recursion() -> None:
+    """The channel (with its shortcut for a good observation at rest) against the recursion written out plainly."""
+    for relative, shift in ((True, 0.25), (False, 0.10)):
+        channel = _BernoulliChannel(shift, relative)
+        good = bad = pending_good = pending_bad = 0
+        stat = 0.0
+        rng = random.Random(3)
+        excursions = 0
+        for t in range(20_000):
+            ok = rng.random() < (0.9 if t % 4_000 < 3_000 else 0.55)  # healthy stretches, then falls
+            a, b = 1.0 + good, 1.0 + bad
+            p0 = a / (a + b)
+            p1 = min(max(p0 * (1.0 - shift) if relative else p0 - shift, 1e-6), 1.0 - 1e-6)
+            n = a + b + pending_good + pending_bad
+            if ok:
+                stat += math.log(p1 * n / (a + pending_good))
+                pending_good += 1
+            else:
+                stat += math.log((1.0 - p1) * n / (b + pending_bad))
+                pending_bad += 1
+            if stat <= 0.0:
+                good, bad, pending_good, pending_bad, stat = good + pending_good, bad + pending_bad, 0, 0, 0.0
+            excursions += stat > 0.0
+            assert channel.observe(ok) == stat
+            assert (channel.good, channel.bad, channel.pending_good, channel.pending_bad) == (
+                good,
+                bad,
+                pending_good,
+                pending_bad,
+            )
+        assert excursions > 1_000  # the statistic was away from rest often, not just in the shortcut
 
 
 def test_round_trip_keeps_the_statistics() -> None:
