@@ -100,7 +100,7 @@ from processors.base import pack_array, unpack_array
 __all__ = ["DegradationAlarm", "DegradationDetector", "format_reason"]
 
 
-@dataclass
+@dataclass(slots=True)
 class _BernoulliChannel:
     """Predictive Bernoulli CUSUM on "good" (1) / "bad" (0) observations, testing a fall of P(good).
 
@@ -153,7 +153,7 @@ class _BernoulliChannel:
         self.statistic = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _GaussianChannel:
     """Page's CUSUM for a fall of a mean by ``shift`` x baseline mean, with a plug-in baseline."""
 
@@ -236,7 +236,7 @@ def format_reason(channel: str, m: dict[str, float]) -> str:
     return f"Success rate dropped from {base:.0%} to {recent:.0%} ({drop:.1%} drop)"
 
 
-@dataclass
+@dataclass(slots=True)
 class DegradationDetector:
     """Sequential degradation test of one arm; see the module docstring for the design and its figures.
 

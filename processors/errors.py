@@ -185,7 +185,7 @@ class CircuitBreaker:
         return self
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tally:
     """Error rate over the last ``window`` events and consecutive failures."""
 

@@ -61,7 +61,7 @@ def _outcomes(stored: str | list[Any]) -> deque[bool]:
     return deque(bool(x) for x in stored)
 
 
-@dataclass
+@dataclass(slots=True)
 class ArmStats:
     """Learning state of one arm; every field is JSON-compatible through :meth:`to_dict`.
 
