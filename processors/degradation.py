@@ -302,16 +302,15 @@ class DegradationDetector:
     def update(self, success: bool, reward: float) -> DegradationAlarm | None:
         """Apply one outcome; return the alarm if a CUSUM crossed its threshold (the detector then resets)."""
         success, reward = bool(success), float(reward)
-        channel = self._success
-        armed = channel.good + channel.bad >= self.min_baseline  # self.armed, inline: this runs for every outcome
+        armed = self.armed
         self._recent.append((success, reward))
         self._recent_events.append(False)
-        s = channel.observe(success)
+        s = self._success.observe(success)
         e = self._errors.observe(True)
         r = self._reward.observe(reward, armed)
         if not armed:
             # Warm-up: everything observed is baseline; no excursion is held back.
-            channel.commit()
+            self._success.commit()
             self._errors.commit()
             return None
         if s > self.success_threshold:

@@ -167,10 +167,11 @@ class LearningLoop:
     # -- helpers ------------------------------------------------------------------------------------
 
     def _arm(self, variant: str) -> ArmStats:
-        if variant not in self.arms:
-            self.arms[variant] = ArmStats(window=self.settings.window)
+        arm = self.arms.get(variant)
+        if arm is None:
+            arm = self.arms[variant] = ArmStats(window=self.settings.window)
             self.detectors[variant] = DegradationDetector(**self.settings.detector_params())
-        return self.arms[variant]
+        return arm
 
     def _key(self) -> str:
         return f"{self.agent_name}/{self.task_type}"
@@ -486,17 +487,14 @@ class LearningLoop:
             return []
         variant, ts, cause = event["variant_id"], int(event["ts"]), event["event_id"]
         out: list[Emission] = []
-        arm = self.arms.get(variant) or self._arm(variant)
+        arm = self._arm(variant)
         if self.active is None:
             out.append(self._activation(variant, "first_seen", ts, cause, None))
         success, reward = bool(event["success"]), float(event["reward"])
         s = self.settings
         arm.update(success, reward, alpha=s.alpha, gamma=s.gamma, max_next_q=max_next_q)
         alarm = self.detectors[variant].update(success, reward)
-        if s.publish_interval_ms > 0:
-            self.held[variant] = (ts, cause)  # self._qvalue, inline: this runs for every outcome
-        else:
-            out.append(self._qvalue_record(variant, ts, cause))
+        out += self._qvalue(variant, ts, cause)
         if alarm is not None:
             out += self._on_alarm(variant, alarm, ts, cause)
         elif self.open_alerts and variant == self.active:

@@ -149,25 +149,35 @@ class AgentPipeline:
         """
         end = len(inputs)
         while at < end:
-            stop = at
-            while stop < end and inputs[stop][0] == "AgentOutcome":
-                stop += 1
-            if stop == at:
+            if inputs[at][0] != "AgentOutcome":
                 emit(self.start(*inputs[at])[0])  # not an outcome: never pending
                 at += 1
                 continue
-            run = inputs[at:stop]
-            fed, pushed, due = self.drift.push_outcomes([x[1] for x in run], [x[2] for x in run])
-            loop = self.loop
-            for _, record, offset in run[: fed - 1]:
-                emit(self._end_outcome(record, offset, loop(record["task_type"]).on_outcome(record, offset)))
-            _, record, offset = run[fed - 1]
-            out = loop(record["task_type"]).on_outcome(record, offset) + pushed
-            at += fed
-            if due:
-                return at, PendingOutcome(record, offset, out, due)
-            emit(self._end_outcome(record, offset, out))
+            stop = at + 1
+            while stop < end and inputs[stop][0] == "AgentOutcome":
+                stop += 1
+            at, pending = self._run_outcomes(inputs[at:stop], at, emit)
+            if pending is not None:
+                return at, pending
         return end, None
+
+    def _run_outcomes(
+        self, run: Sequence[Input], at: int, emit: Callable[[list[Emission]], None]
+    ) -> tuple[int, PendingOutcome | None]:
+        """:meth:`run` of a run of outcomes (``at``: the first one's index in the inputs), drift fed in bulk."""
+        records, offsets = [x[1] for x in run], [x[2] for x in run]
+        loop, done = self.loop, 0
+        while done < len(run):
+            fed, pushed, due = self.drift.push_outcomes(records[done:], offsets[done:])
+            for _, record, offset in run[done : done + fed - 1]:
+                emit(self._end_outcome(record, offset, loop(record["task_type"]).on_outcome(record, offset)))
+            done += fed
+            _, record, offset = run[done - 1]
+            out = loop(record["task_type"]).on_outcome(record, offset) + pushed
+            if due:
+                return at + done, PendingOutcome(record, offset, out, due)
+            emit(self._end_outcome(record, offset, out))
+        return at + done, None
 
     def finish(self, pending: PendingOutcome, reports: Sequence[dict[str, Any] | None]) -> list[Emission]:
         """Complete a :meth:`start`-ed outcome with the reports :func:`~processors.drift.evaluate_looks` gave."""
