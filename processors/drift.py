@@ -497,7 +497,7 @@ class DriftMonitor(_BaseMonitor):
         self._release = weakref.finalize(self, sh.bank.free.append, self._slot)
         self._release.atexit = False  # nothing to free at exit
         self._block_pos = 0
-        self._batch_key = (id(sh), 0)
+        self._batch_key = id(sh)
 
     def _row(self, name: str) -> np.ndarray:
         """This series' row of a bank array (see :class:`_Bank`): a view, valid until the bank next grows."""
@@ -612,7 +612,6 @@ class DriftMonitor(_BaseMonitor):
                 row[:] = unpack_array(state[name]).reshape(row.shape)
             m._row("block_ts")[:] = unpack_array(state["block_ts"], np.int64)
             m._block_pos, m._filled, m._looks = state["block_pos"], state["filled"], state["looks"]
-            m._batch_key = (id(sh), m._block_pos)
             w = min(m.settings.window, m._filled)
             if sh.keep_cells and w:
                 m._row("cells")[:] = np.bincount(m._last_cells(w), minlength=2 * m._n + 1)
@@ -712,8 +711,8 @@ def update_many(monitors: Sequence[_BaseMonitor], values: Sequence[Any], ts: int
 def evaluate_looks(monitors: Sequence[_BaseMonitor]) -> list[dict[str, Any] | None]:
     """Take the due look of each monitor (see :meth:`DriftMonitor.push`); its report or ``None``, in order.
 
-    Numeric series of one shape (settings and baseline size, tie-free baselines) at the same ring position are
-    looked at in one vectorised pass over their bank rows. A block is a few dozen values, so a look of one series
+    Numeric series of one shape (settings and baseline size, tie-free baselines) are looked at in one vectorised
+    pass over their bank rows, wherever each is in its ring. A block is a few dozen values, so a look of one series
     is dominated by the fixed cost of its numpy calls; one pass shares that cost among the series. The monitors
     must be distinct.
     """
@@ -745,6 +744,7 @@ class _Shape:
         self.n, self.every, self.window, self.bins = n, every, s.window, s.bins
         self.cap = max(s.window, *s.windows)
         self.nblocks = self.cap // every
+        self.block_cols = np.arange(every)
         self.report_looks = s.evaluate_every // every
         wins = sorted(set(s.windows) | {s.window})
         self.wins, self.wins_list = np.array(wins), wins
@@ -917,14 +917,10 @@ class _Rows(NamedTuple):
         """The rows of ``a``, views."""
         return a[self.at] if isinstance(self.at, slice) else (a[i] for i in self.ids.tolist())
 
-    def pick(self, a: np.ndarray, cols: Any) -> np.ndarray:
-        """``a[row, cols]`` for each row: one index per row broadcast against ``cols``."""
-        return a[self.at, cols] if isinstance(self.at, slice) else a[self.ids[:, None], cols]
-
 
 def _look(ms: list[DriftMonitor]) -> list[dict[str, Any] | None]:
-    """One alarm look of series of one shape at one ring position; a report where it is a report look or the
-    alarm fired or resolved."""
+    """One alarm look of series of one shape, each at its own ring position; a report where it is a report look or
+    the alarm fired or resolved."""
     sh = ms[0]._shape
     rows = _Rows.of(ms)
     x = np.fromiter(chain.from_iterable(m._pending for m in ms), float, len(ms) * sh.every).reshape(len(ms), -1)
@@ -935,10 +931,11 @@ def _look(ms: list[DriftMonitor]) -> list[dict[str, Any] | None]:
     z = np.abs(sums[:, :, :2] - sh.z_off)
     z *= sh.z_scale
     z = z.max(axis=2)  # per window: the larger of the location and spread statistics
-    for i, m in enumerate(ms):
-        if m._filled < sh.cap:  # a window not yet full is not looked at
-            m._filled += sh.every
-            z[i] *= sh.wins <= m._filled
+    filling = [i for i, m in enumerate(ms) if m._filled < sh.cap]
+    if filling:  # a window not yet full is not looked at
+        for i in filling:
+            ms[i]._filled += sh.every
+        z[filling] *= sh.wins <= np.array([[ms[i]._filled] for i in filling])
     due = []
     for i, (m, stat) in enumerate(zip(ms, z.max(axis=1).tolist(), strict=True)):
         m._decide(stat, m.threshold, m._last_ts)
@@ -1017,33 +1014,35 @@ def _block_rows(sh: _Shape, rows: _Rows, x: np.ndarray, cells: np.ndarray) -> np
 
 
 def _advance(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, new: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Store the new blocks; returns every window's sums (series, windows, 4 + bins), the new block in, the
-    leaving one out."""
-    bank = sh.bank
-    bp = ms[0]._block_pos
-    sums = bank.sums[rows.at] + (new[:, None, :] - rows.pick(bank.blocks, sh.leave[bp]))
-    bank.blocks[rows.at, bp] = new
-    bank.block_ts[rows.at, bp] = [m._block_ts0 for m in ms]
+    """Store the new blocks, each at its series' ring position; returns every window's sums (series, windows,
+    4 + bins), the new block in, the leaving one out."""
+    bank, ids = sh.bank, rows.ids
+    bp = np.array([m._block_pos for m in ms])
+    sums = bank.sums[rows.at] + (new[:, None, :] - bank.blocks[ids[:, None], sh.leave[bp]])
+    bank.blocks[ids, bp] = new
+    bank.block_ts[ids, bp] = [m._block_ts0 for m in ms]
     start = bp * sh.every
     if bank.cells is not None:
         _move_cells(ms, sh, rows, start, cells)
-    bank.ring[rows.at, start : start + sh.every] = cells  # cells < 2^15 (or 2^31) by the ring's type: exact
-    if start < sh.mirror:
-        bank.ring[rows.at, start + sh.cap : start + sh.cap + sh.every] = cells
+    at = start[:, None] + sh.block_cols
+    bank.ring[ids[:, None], at] = cells  # cells < 2^15 (or 2^31) by the ring's type: exact
+    mirrored = start < sh.mirror
+    if mirrored.any():
+        bank.ring[ids[mirrored, None], at[mirrored] + sh.cap] = cells[mirrored]
     bp = (bp + 1) % sh.nblocks
-    key = (id(sh), bp)
-    for m in ms:
-        m._block_pos, m._batch_key = bp, key
-    if bp == 0:
-        # once per turn of the ring, the sums afresh from the blocks: the integer columns stay exact anyway, this
+    for m, pos in zip(ms, bp.tolist(), strict=True):
+        m._block_pos = pos
+    turned = bp == 0
+    if turned.any():
+        # once per turn of a ring, its sums afresh from the blocks: the integer columns stay exact anyway, this
         # bounds the rounding drift of the x sums at O(1) per look
         order = (-1 - np.arange(sh.nblocks)) % sh.nblocks  # newest first
-        sums = rows.pick(bank.blocks, order).cumsum(axis=1)[:, sh.wins // sh.every - 1]
+        sums[turned] = bank.blocks[ids[turned, None], order].cumsum(axis=1)[:, sh.wins // sh.every - 1]
     bank.sums[rows.at] = sums
     return sums
 
 
-def _move_cells(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, start: int, cells: np.ndarray) -> None:
+def _move_cells(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, start: np.ndarray, cells: np.ndarray) -> None:
     """Cell counts of the configured window: the new block in, the one leaving out.
 
     The leaving block is read before the ring's write: the configured window, longer than every alarm window,
@@ -1051,10 +1050,11 @@ def _move_cells(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, start: int, cel
     """
     span = 2 * sh.n + 1
     flat = sh.bank.cells.reshape(-1)  # flat indices and a value array keep ufunc.at on its fast path
-    full = [m._filled >= sh.window for m in ms]
-    if any(full):
-        old = (start - sh.window) % sh.cap
-        leaving = sh.bank.ring[rows.at, old : old + sh.every][full] + (rows.ids[full] * span)[:, None]
+    full = np.array([m._filled >= sh.window for m in ms])
+    if full.any():
+        old = (start[full] - sh.window) % sh.cap
+        ids = rows.ids[full]
+        leaving = sh.bank.ring[ids[:, None], old[:, None] + sh.block_cols] + (ids * span)[:, None]
         np.add.at(flat, leaving.ravel(), _constant(leaving.size, -1))
     entering = (cells + rows.ids[:, None] * span).ravel()
     np.add.at(flat, entering, _constant(entering.size, 1))
@@ -1070,8 +1070,7 @@ def _reports(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, sums: np.ndarray, 
     psis = _psis(ms, sh, rows, sums).tolist()
     ks = _ks_of(ms, sh, rows)
     heads = sums[:, sh.head, 2:4].tolist()
-    bp = ms[0]._block_pos
-    first = [(bp - min(sh.window, m._filled) // sh.every) % sh.nblocks for m in ms]  # the head window's first block
+    first = [(m._block_pos - min(sh.window, m._filled) // sh.every) % sh.nblocks for m in ms]  # head window's 1st block
     starts = sh.bank.block_ts[rows.ids, first].tolist()
     return [m._report(*row) for m, row in zip(ms, zip(psis, ks, z.tolist(), heads, starts, strict=True), strict=True)]
 
@@ -1109,7 +1108,7 @@ def _ks_of(ms: list[DriftMonitor], sh: _Shape, rows: _Rows) -> list[dict[int, tu
         at = rows if len(part) == len(ms) else _Rows.of(batch)
         filled = batch[0]._filled
         wins = list(sh.sorted_ks_windows(filled))
-        nums = _sorted_ks(sh, at, batch[0]._block_pos, tuple(wins))
+        nums = _sorted_ks(sh, at, np.array([m._block_pos for m in batch]), tuple(wins))
         if sh.keep_cells:
             wins.append(min(sh.window, filled))
             nums = np.column_stack([nums, _cells_ks(sh, at, wins[-1])])
@@ -1119,7 +1118,7 @@ def _ks_of(ms: list[DriftMonitor], sh: _Shape, rows: _Rows) -> list[dict[int, tu
     return out
 
 
-def _sorted_ks(sh: _Shape, rows: _Rows, block_pos: int, wins: tuple[int, ...]) -> np.ndarray:
+def _sorted_ks(sh: _Shape, rows: _Rows, block_pos: np.ndarray, wins: tuple[int, ...]) -> np.ndarray:
     """``n * w * D`` of the last ``w`` values of each series for each ``w`` in ``wins``, shape (series, windows).
 
     For a window sorted by value, ``F_w - F_b`` peaks just after a window value (``j/w - #{b <= x}/n``) and
@@ -1130,9 +1129,8 @@ def _sorted_ks(sh: _Shape, rows: _Rows, block_pos: int, wins: tuple[int, ...]) -
     seg = _segments(wins, sh.n)
     longest = max(wins)
     end = block_pos * sh.every
-    if end < longest:
-        end += sh.cap  # the ring's mirrored head
-    keys = np.add(sh.bank.ring[rows.at, end - longest : end].take(seg.cols, axis=1), seg.key_off, dtype=np.int32)
+    end[end < longest] += sh.cap  # the ring's mirrored head
+    keys = np.add(sh.bank.ring[rows.ids[:, None], (end - longest)[:, None] + seg.cols], seg.key_off, dtype=np.int32)
     keys.sort(axis=1)  # no stability needed: equal keys are equal cells; int32 sorts with SIMD
     keys -= seg.key_off
     below, upto = sh.placements(keys.astype(seg.dtype, copy=False))
