@@ -744,7 +744,6 @@ class _Shape:
         self.n, self.every, self.window, self.bins = n, every, s.window, s.bins
         self.cap = max(s.window, *s.windows)
         self.nblocks = self.cap // every
-        self.block_cols = np.arange(every)
         self.report_looks = s.evaluate_every // every
         wins = sorted(set(s.windows) | {s.window})
         self.wins, self.wins_list = np.array(wins), wins
@@ -917,6 +916,27 @@ class _Rows(NamedTuple):
         """The rows of ``a``, views."""
         return a[self.at] if isinstance(self.at, slice) else (a[i] for i in self.ids.tolist())
 
+    def index(self, cols: slice | np.ndarray) -> tuple[Any, Any]:
+        """The index of ``cols`` in each row: the same columns for every row (a slice, or 1-D), or a row of them
+        per series (2-D, from :func:`_columns_from`)."""
+        if isinstance(cols, slice) or (cols.ndim == 1 and isinstance(self.at, slice)):
+            return self.at, cols
+        return self.ids[:, None], cols
+
+
+def _positions(ms: list[DriftMonitor]) -> int | np.ndarray:
+    """The ring block each series is at: one number when they share it (a series alone, one agent's series), which
+    keeps their reads and writes slices of the rows; else one per series."""
+    bp = [m._block_pos for m in ms]
+    return bp[0] if bp.count(bp[0]) == len(bp) else np.array(bp)
+
+
+def _columns_from(start: int | np.ndarray, width: int) -> slice | np.ndarray:
+    """``width`` columns from ``start``: a slice for a shared start, a row of columns per series for one each."""
+    if isinstance(start, np.ndarray):
+        return start[:, None] + np.arange(width)
+    return slice(start, start + width)
+
 
 def _look(ms: list[DriftMonitor]) -> list[dict[str, Any] | None]:
     """One alarm look of series of one shape, each at its own ring position; a report where it is a report look or
@@ -1016,33 +1036,37 @@ def _block_rows(sh: _Shape, rows: _Rows, x: np.ndarray, cells: np.ndarray) -> np
 def _advance(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, new: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """Store the new blocks, each at its series' ring position; returns every window's sums (series, windows,
     4 + bins), the new block in, the leaving one out."""
-    bank, ids = sh.bank, rows.ids
-    bp = np.array([m._block_pos for m in ms])
-    sums = bank.sums[rows.at] + (new[:, None, :] - bank.blocks[ids[:, None], sh.leave[bp]])
-    bank.blocks[ids, bp] = new
-    bank.block_ts[ids, bp] = [m._block_ts0 for m in ms]
+    bank = sh.bank
+    bp = _positions(ms)
+    shared = not isinstance(bp, np.ndarray)
+    sums = bank.sums[rows.at] + (new[:, None, :] - bank.blocks[rows.index(sh.leave[bp])])
+    at = rows.at if shared else rows.ids
+    bank.blocks[at, bp] = new
+    bank.block_ts[at, bp] = [m._block_ts0 for m in ms]
     start = bp * sh.every
     if bank.cells is not None:
         _move_cells(ms, sh, rows, start, cells)
-    at = start[:, None] + sh.block_cols
-    bank.ring[ids[:, None], at] = cells  # cells < 2^15 (or 2^31) by the ring's type: exact
-    mirrored = start < sh.mirror
-    if mirrored.any():
-        bank.ring[ids[mirrored, None], at[mirrored] + sh.cap] = cells[mirrored]
+    bank.ring[rows.index(_columns_from(start, sh.every))] = cells  # cells < 2^15 (or 2^31) by the ring's type: exact
+    if shared:
+        if start < sh.mirror:
+            bank.ring[rows.index(_columns_from(start + sh.cap, sh.every))] = cells
+    elif (start < sh.mirror).any():
+        mirrored = np.flatnonzero(start < sh.mirror)
+        bank.ring[rows.ids[mirrored, None], (start[mirrored] + sh.cap)[:, None] + np.arange(sh.every)] = cells[mirrored]
     bp = (bp + 1) % sh.nblocks
-    for m, pos in zip(ms, bp.tolist(), strict=True):
+    for m, pos in zip(ms, [bp] * len(ms) if shared else bp.tolist(), strict=True):
         m._block_pos = pos
-    turned = bp == 0
-    if turned.any():
+    turned = (slice(None) if bp == 0 else None) if shared else (np.flatnonzero(bp == 0) if (bp == 0).any() else None)
+    if turned is not None:
         # once per turn of a ring, its sums afresh from the blocks: the integer columns stay exact anyway, this
         # bounds the rounding drift of the x sums at O(1) per look
         order = (-1 - np.arange(sh.nblocks)) % sh.nblocks  # newest first
-        sums[turned] = bank.blocks[ids[turned, None], order].cumsum(axis=1)[:, sh.wins // sh.every - 1]
+        sums[turned] = bank.blocks[rows.ids[turned, None], order].cumsum(axis=1)[:, sh.wins // sh.every - 1]
     bank.sums[rows.at] = sums
     return sums
 
 
-def _move_cells(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, start: np.ndarray, cells: np.ndarray) -> None:
+def _move_cells(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, start: int | np.ndarray, cells: np.ndarray) -> None:
     """Cell counts of the configured window: the new block in, the one leaving out.
 
     The leaving block is read before the ring's write: the configured window, longer than every alarm window,
@@ -1050,11 +1074,10 @@ def _move_cells(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, start: np.ndarr
     """
     span = 2 * sh.n + 1
     flat = sh.bank.cells.reshape(-1)  # flat indices and a value array keep ufunc.at on its fast path
-    full = np.array([m._filled >= sh.window for m in ms])
-    if full.any():
-        old = (start[full] - sh.window) % sh.cap
-        ids = rows.ids[full]
-        leaving = sh.bank.ring[ids[:, None], old[:, None] + sh.block_cols] + (ids * span)[:, None]
+    full = [m._filled >= sh.window for m in ms]
+    if any(full):
+        old = (start - sh.window) % sh.cap
+        leaving = sh.bank.ring[rows.index(_columns_from(old, sh.every))][full] + (rows.ids[full] * span)[:, None]
         np.add.at(flat, leaving.ravel(), _constant(leaving.size, -1))
     entering = (cells + rows.ids[:, None] * span).ravel()
     np.add.at(flat, entering, _constant(entering.size, 1))
@@ -1108,7 +1131,7 @@ def _ks_of(ms: list[DriftMonitor], sh: _Shape, rows: _Rows) -> list[dict[int, tu
         at = rows if len(part) == len(ms) else _Rows.of(batch)
         filled = batch[0]._filled
         wins = list(sh.sorted_ks_windows(filled))
-        nums = _sorted_ks(sh, at, np.array([m._block_pos for m in batch]), tuple(wins))
+        nums = _sorted_ks(sh, at, _positions(batch), tuple(wins))
         if sh.keep_cells:
             wins.append(min(sh.window, filled))
             nums = np.column_stack([nums, _cells_ks(sh, at, wins[-1])])
@@ -1118,7 +1141,7 @@ def _ks_of(ms: list[DriftMonitor], sh: _Shape, rows: _Rows) -> list[dict[int, tu
     return out
 
 
-def _sorted_ks(sh: _Shape, rows: _Rows, block_pos: np.ndarray, wins: tuple[int, ...]) -> np.ndarray:
+def _sorted_ks(sh: _Shape, rows: _Rows, block_pos: int | np.ndarray, wins: tuple[int, ...]) -> np.ndarray:
     """``n * w * D`` of the last ``w`` values of each series for each ``w`` in ``wins``, shape (series, windows).
 
     For a window sorted by value, ``F_w - F_b`` peaks just after a window value (``j/w - #{b <= x}/n``) and
@@ -1129,8 +1152,12 @@ def _sorted_ks(sh: _Shape, rows: _Rows, block_pos: np.ndarray, wins: tuple[int, 
     seg = _segments(wins, sh.n)
     longest = max(wins)
     end = block_pos * sh.every
-    end[end < longest] += sh.cap  # the ring's mirrored head
-    keys = np.add(sh.bank.ring[rows.ids[:, None], (end - longest)[:, None] + seg.cols], seg.key_off, dtype=np.int32)
+    end = end + sh.cap * (end < longest)  # the ring's mirrored head
+    if isinstance(end, np.ndarray):
+        window = sh.bank.ring[rows.ids[:, None], (end - longest)[:, None] + seg.cols]
+    else:
+        window = sh.bank.ring[rows.at, end - longest : end].take(seg.cols, axis=1)
+    keys = np.add(window, seg.key_off, dtype=np.int32)
     keys.sort(axis=1)  # no stability needed: equal keys are equal cells; int32 sorts with SIMD
     keys -= seg.key_off
     below, upto = sh.placements(keys.astype(seg.dtype, copy=False))
