@@ -127,10 +127,10 @@ class PipelineShell:
         # Live pipelines of the agents this worker owns; the table is the durable copy, read only after a
         # (re)assignment, because rebuilding a pipeline (drift calibration) costs far more than applying a batch.
         self.cache: dict[str, AgentPipeline] = {}
-        # Agents changed since their state was last written, and the input messages applied since the last
+        # Agents changed since their state was last written, and the offsets of the inputs applied since the last
         # checkpoint (acknowledged only once their effect is in the changelog; see the module docstring).
         self.dirty: set[str] = set()
-        self.unacked: list[Any] = []
+        self.unacked: list[faust_transport.OffsetRun] = []
         self._checkpoint_lock = asyncio.Lock()
         # What drift monitoring caches per process (~2 s: the alarm's calibration, exact KS p-values) is computed
         # while the worker joins its group; the first fetch waits for it rather than share the GIL with it.
@@ -160,9 +160,9 @@ class PipelineShell:
             # holds at least the effect of every one of these inputs (states only move forward), so the
             # encoding may yield to the event loop between agents and not hold up a rollback for the whole
             # snapshot; agents changed meanwhile are dirty again and written at the next checkpoint too.
-            messages, self.unacked = self.unacked, []
+            runs, self.unacked = self.unacked, []
             agents, self.dirty = self.dirty, set()
-            if not agents and not messages:
+            if not agents and not runs:
                 return
             states: dict[str, bytes] = {}
             slice_end = time.monotonic() + _SLICE_SECONDS
@@ -182,7 +182,7 @@ class PipelineShell:
                 self.table[agent.encode()] = raw
             await flush_faust_producer(app)
             if ack:
-                app.consumer.acknowledge(messages)
+                app.consumer.acknowledge(runs)
 
     def process(self, messages: list[Any]) -> None:
         """Apply one fetch: group by agent, apply each agent's inputs in offset order, the drift looks of all taken
@@ -198,7 +198,7 @@ class PipelineShell:
         by_agent: dict[str, list[Input]] = defaultdict(list)
         now_ms = int(time.time() * 1000)
         oldest_ts = now_ms
-        self.unacked += messages  # acknowledged by the checkpoint that makes their effect durable
+        self.unacked += faust_transport.offset_runs(messages)  # acked by the checkpoint that makes them durable
         # One loop, no call per input but decode's and the check's: ~1.5 us an input less than a parse method.
         expected_of, logical = self._expected, self._logical
         for message in messages:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 import faust
@@ -42,12 +44,30 @@ class QuickFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 FetchHandler = Callable[[list[Any]], None]
 
+OffsetRun = tuple[str, int, list[int]]
+"""``(topic, partition, offsets)`` of handled inputs, what :meth:`Consumer.acknowledge` takes."""
+
+
+def offset_runs(records: list[Any]) -> list[OffsetRun]:
+    """The offsets of ``records`` (or Faust messages), one run per stretch of one topic partition.
+
+    A handler keeps these, not the records, until it acknowledges them: behind a backlog that is several seconds
+    of input, and ~10^5 records kept that long outlive the garbage collector's young generations, so its middle
+    and full collections walk them all (a list of offsets is one object).
+
+    >>> from types import SimpleNamespace as R
+    >>> offset_runs([R(topic="a", partition=0, offset=5), R(topic="a", partition=0, offset=6), R(topic="b",
+    ...     partition=0, offset=1)])
+    [('a', 0, [5, 6]), ('b', 0, [1])]
+    """
+    return [(*key, [r.offset for r in run]) for key, run in groupby(records, attrgetter("topic", "partition"))]
+
 
 def deliver_fetches(app: faust.App, topics: Collection[str], handler: FetchHandler) -> None:
     """Give whole fetches of ``topics`` to ``handler`` (see the module docstring); the app must use ``reverify://``.
 
     The handler gets aiokafka's records (``topic``, ``partition``, ``offset``, ``key``, ``value``) and owns their
-    acknowledgement: ``app.consumer.acknowledge(records)`` once their effect is durable.
+    acknowledgement: ``app.consumer.acknowledge(offset_runs(records))`` once their effect is durable.
     """
     app.reverify_fetches = (frozenset(topics), handler)  # type: ignore[attr-defined]
 
@@ -100,8 +120,8 @@ class Consumer(faust_aiokafka.Consumer):
                 self._n_acked = 0
                 await self.commit()
 
-    def acknowledge(self, messages: list[Any]) -> None:
-        """Acknowledge handled records (or messages): what :meth:`Consumer.ack` does for each, in one step.
+    def acknowledge(self, runs: list[OffsetRun]) -> None:
+        """Acknowledge handled inputs, given as :func:`offset_runs`: what :meth:`Consumer.ack` does for each message.
 
         The checkpoint acknowledges a second's worth of inputs at once; one by one, ``Message.ack`` (three lock
         acquisitions and four calls a message) was 8 % of the worker. A handled record is never referenced by a
@@ -112,8 +132,7 @@ class Consumer(faust_aiokafka.Consumer):
             committed, index, acked = self._committed_offset, self._acked_index, self._acked
             tps: dict[tuple[str, int], Any] = {}  # (topic, partition) -> its TP, or None where acks are off
             n = 0
-            for message in messages:
-                topic, partition, offset = message.topic, message.partition, message.offset
+            for topic, partition, offsets in runs:
                 tp = tps.get((topic, partition), False)
                 if tp is False:
                     tp = tps[topic, partition] = (
@@ -121,12 +140,11 @@ class Consumer(faust_aiokafka.Consumer):
                     )
                 if tp is None:
                     continue
-                low = committed[tp]
-                if low is None or offset >= low:
-                    seen = index[tp]
-                    if offset not in seen:
+                low, seen, acked_tp = committed[tp], index[tp], acked[tp]
+                for offset in offsets:
+                    if (low is None or offset >= low) and offset not in seen:
                         seen.add(offset)
-                        acked[tp].append(offset)
+                        acked_tp.append(offset)
                         n += 1
             self._n_acked += n
             notify(self._waiting_for_ack)
