@@ -1047,16 +1047,20 @@ def _advance(ms: list[DriftMonitor], sh: _Shape, rows: _Rows, new: np.ndarray, c
     if bank.cells is not None:
         _move_cells(ms, sh, rows, start, cells)
     bank.ring[rows.index(_columns_from(start, sh.every))] = cells  # cells < 2^15 (or 2^31) by the ring's type: exact
+    bp = (bp + 1) % sh.nblocks
     if shared:
         if start < sh.mirror:
             bank.ring[rows.index(_columns_from(start + sh.cap, sh.every))] = cells
-    elif (start < sh.mirror).any():
+        for m in ms:
+            m._block_pos = bp
+        turned = slice(None) if bp == 0 else None
+    else:
         mirrored = np.flatnonzero(start < sh.mirror)
-        bank.ring[rows.ids[mirrored, None], (start[mirrored] + sh.cap)[:, None] + np.arange(sh.every)] = cells[mirrored]
-    bp = (bp + 1) % sh.nblocks
-    for m, pos in zip(ms, [bp] * len(ms) if shared else bp.tolist(), strict=True):
-        m._block_pos = pos
-    turned = (slice(None) if bp == 0 else None) if shared else (np.flatnonzero(bp == 0) if (bp == 0).any() else None)
+        if len(mirrored):
+            bank.ring[rows.ids[mirrored, None], _columns_from(start[mirrored] + sh.cap, sh.every)] = cells[mirrored]
+        for m, pos in zip(ms, bp.tolist(), strict=True):
+            m._block_pos = pos
+        turned = np.flatnonzero(bp == 0) if (bp == 0).any() else None
     if turned is not None:
         # once per turn of a ring, its sums afresh from the blocks: the integer columns stay exact anyway, this
         # bounds the rounding drift of the x sums at O(1) per look
