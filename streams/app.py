@@ -122,7 +122,7 @@ class PipelineShell:
         self._logical = {settings.topic(name): name for name in TOPICS}
         self._physical = {name: settings.topic(name) for name in TOPICS}
         self._expected = {settings.topic(name): record_type for name, record_type in EXPECTED.items()}
-        self._produced: dict[str, Any] = {}  # metric children by topic, looked up once
+        self._produced: dict[tuple[str, ...], Any] = {}  # EVENTS_PRODUCED children (metrics.child)
         self.gauges = metrics.SeedGauges()
         # Live pipelines of the agents this worker owns; the table is the durable copy, read only after a
         # (re)assignment, because rebuilding a pipeline (drift calibration) costs far more than applying a batch.
@@ -284,10 +284,7 @@ class PipelineShell:
                 except BufferError:
                     self.producer.poll(0.05)
             self.gauges.observe(emission.record_type, emission.value)
-            counter = self._produced.get(emission.topic)
-            if counter is None:
-                counter = self._produced[emission.topic] = metrics.EVENTS_PRODUCED.labels(emission.topic)
-            counter.inc()
+            metrics.child(self._produced, metrics.EVENTS_PRODUCED, emission.topic).inc()
 
     def flush(self) -> int:
         return self.producer.flush(30)
