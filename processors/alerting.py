@@ -51,7 +51,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.base import Emission, derive_id, fingerprint, make_alert
+from reverify.processors.base import Emission, derive_id, fingerprint, make_alert
 
 SEVERITIES = ("info", "warning", "critical")
 REQUIRED_EVIDENCE = ("value", "threshold", "sample_size")

@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from processors.alerting import AlertManager
-from processors.base import Emission
+from reverify.processors.alerting import AlertManager
+from reverify.processors.base import Emission
 
 
 @dataclass(frozen=True)

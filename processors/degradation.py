@@ -94,8 +94,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from processors.base import pack_array, unpack_array
+from reverify.processors.base import pack_array, unpack_array
 
 __all__ = ["DegradationAlarm", "DegradationDetector", "format_reason"]
 

@@ -72,10 +72,8 @@ from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import stats
-
-from processors.base import Emission, derive_id, make_alert, pack_array, unpack_array
-from processors.drift_calibration import (
+from reverify.processors.base import Emission, derive_id, make_alert, pack_array, unpack_array
+from reverify.processors.drift_calibration import (
     KS_MEMO,
     calibrate_threshold,
     ks_exact,
@@ -84,6 +82,7 @@ from processors.drift_calibration import (
     tie_ranks,
     window_scales,
 )
+from scipy import stats
 
 __all__ = [
     "CategoricalDriftMonitor",

@@ -51,9 +51,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.alerting import AlertManager
-from processors.base import Emission, derive_id
-from processors.degradation_levels import COMPONENT_LEVELS, level_for_components, level_name
+from reverify.processors.alerting import AlertManager
+from reverify.processors.base import Emission, derive_id
+from reverify.processors.degradation_levels import COMPONENT_LEVELS, level_for_components, level_name
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 CIRCUIT_STATE_CODES = {CLOSED: 0.0, HALF_OPEN: 1.0, OPEN: 2.0}  # circuit_breaker_state gauge values

@@ -55,10 +55,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from processors.base import Emission, derive_id, make_alert, short_hex
-from processors.degradation import DegradationAlarm, DegradationDetector
-from processors.qvalues import ArmStats
-from processors.safety import AUTO_APPLY, HUMAN_APPROVAL, classify, decide, prob_beats
+from reverify.processors.base import Emission, derive_id, make_alert, short_hex
+from reverify.processors.degradation import DegradationAlarm, DegradationDetector
+from reverify.processors.qvalues import ArmStats
+from reverify.processors.safety import AUTO_APPLY, HUMAN_APPROVAL, classify, decide, prob_beats
 
 __all__ = ["LearningLoop", "LearningSettings"]
 

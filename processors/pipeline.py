@@ -29,12 +29,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from processors.alerting import AlertingSettings, AlertManager
-from processors.assurance import AssuranceCase, AssuranceEvaluator, parse_cases
-from processors.base import Emission
-from processors.drift import DriftProcessor, DriftSettings, evaluate_looks
-from processors.errors import ErrorMonitor, ErrorSettings
-from processors.learning import LearningLoop, LearningSettings
+from reverify.processors.alerting import AlertingSettings, AlertManager
+from reverify.processors.assurance import AssuranceCase, AssuranceEvaluator, parse_cases
+from reverify.processors.base import Emission
+from reverify.processors.drift import DriftProcessor, DriftSettings, evaluate_looks
+from reverify.processors.errors import ErrorMonitor, ErrorSettings
+from reverify.processors.learning import LearningLoop, LearningSettings
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ byte 0, a 4-byte big-endian schema id, then the schemaless Avro body. Without
 a Schema Registry the ids come from :data:`SCHEMA_IDS`, a fixed table that only
 ever grows.
 
->>> from schemas import encode, decode
+>>> from reverify.schemas import encode, decode
 >>> raw = encode("AgentMetric", {"event_id": "e1", "ts": 1700000000000,
 ...                              "agent_name": "hunter", "name": "queue_depth", "value": 12.0})
 >>> raw[:5]
@@ -15,7 +15,7 @@ b'\\x00\\x00\\x00\\x00\\x03'
 ('AgentMetric', 12.0, 1700000000000)
 """
 
-from schemas.codec import (
+from reverify.schemas.codec import (
     SCHEMA_IDS,
     DecodeError,
     EncodeError,

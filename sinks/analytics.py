@@ -11,7 +11,7 @@ writes, DDL and setting changes.
 >>> parse_since("soon")
 Traceback (most recent call last):
 ...
-sinks.analytics.QueryError: --since 'soon' is not a duration; use e.g. 30m, 24h, 7d
+reverify.sinks.analytics.QueryError: --since 'soon' is not a duration; use e.g. 30m, 24h, 7d
 >>> "leaderboard" in QUERIES and "timeline" in QUERIES
 True
 >>> jsonable(float("nan")), jsonable(b"\\xff"), jsonable([1, (2, 3)])
@@ -156,7 +156,9 @@ def execute(client: Client, request: dict[str, Any]) -> dict:
         return run_sql(client, str(sql), params)
     name = request.get("name")
     if name == "dashboard":
-        from sinks.dashboard import dashboard  # the dashboard reads analytics' helpers: import here, not at the top
+        from reverify.sinks.dashboard import (
+            dashboard,  # the dashboard reads analytics' helpers: import here, not at the top
+        )
 
         board = dashboard(client)
         return {"columns": ["dashboard"], "rows": [[board]], "dashboard": board}

@@ -17,7 +17,7 @@ True
 >>> parse_url("mysql://x")
 Traceback (most recent call last):
 ...
-sinks.clickhouse.ClickHouseURLError: clickhouse = 'mysql://x' is not allowed; use chdb://PATH or http[s]://user:pass@host:8123/db
+reverify.sinks.clickhouse.ClickHouseURLError: clickhouse = 'mysql://x' is not allowed; use chdb://PATH or http[s]://user:pass@host:8123/db
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from sinks import clickhouse
-from sinks.migrate import migrate
-from sinks.writer import ClickHouseSink
-from streams.settings import Settings
+from reverify.sinks import clickhouse
+from reverify.sinks.migrate import migrate
+from reverify.sinks.writer import ClickHouseSink
+from reverify.streams.settings import Settings
 
 log = logging.getLogger("reverify.sink")
 

@@ -83,13 +83,12 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-
-from schemas import DecodeError
-from schemas.codec import decode_many
-from sinks import clickhouse
-from sinks.migrate import TABLES, MigrationError, migrate
-from streams.settings import Settings
-from streams.topics import TOPICS
+from reverify.schemas import DecodeError
+from reverify.schemas.codec import decode_many
+from reverify.sinks import clickhouse
+from reverify.sinks.migrate import TABLES, MigrationError, migrate
+from reverify.streams.settings import Settings
+from reverify.streams.topics import TOPICS
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""``python -m streams`` is the ``reverify`` command."""
+"""``python -m reverify.streams`` is the ``reverify`` command."""
 
-from streams.cli import main
+from reverify.streams.cli import main
 
 main()

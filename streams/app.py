@@ -54,16 +54,15 @@ from typing import Any
 
 import faust
 from confluent_kafka import Producer
-
-from processors.base import Emission, derive_id
-from processors.deadletters import DeadLetterMonitor, DeadLetterSettings
-from processors.drift import warm_caches
-from processors.pipeline import AgentPipeline, Input, apply_together
-from processors.validation import check_input
-from schemas import DecodeError, decode, encode
-from streams import faust_transport, metrics
-from streams.settings import Settings
-from streams.topics import TOPICS
+from reverify.processors.base import Emission, derive_id
+from reverify.processors.deadletters import DeadLetterMonitor, DeadLetterSettings
+from reverify.processors.drift import warm_caches
+from reverify.processors.pipeline import AgentPipeline, Input, apply_together
+from reverify.processors.validation import check_input
+from reverify.schemas import DecodeError, decode, encode
+from reverify.streams import faust_transport, metrics
+from reverify.streams.settings import Settings
+from reverify.streams.topics import TOPICS
 
 log = logging.getLogger("reverify.worker")
 
@@ -450,8 +449,8 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
 
 def _add_query_page(app: faust.App, settings: Settings) -> None:
     """``POST /api/query``: ``reverify query`` and ``dashboard`` ask the process that owns the embedded ClickHouse."""
-    from sinks.analytics import QueryError, execute
-    from sinks.clickhouse import connect
+    from reverify.sinks.analytics import QueryError, execute
+    from reverify.sinks.clickhouse import connect
 
     def answer(request: dict[str, Any]) -> tuple[dict[str, Any], int]:
         client = connect(settings.clickhouse)

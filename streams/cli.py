@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from reverify.streams.settings import Settings, SettingsError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from streams.settings import Settings, SettingsError
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -37,12 +36,12 @@ class UserError(click.ClickException):
 
 def load_settings(check_processors: bool = False) -> Settings:
     """Settings from ``reverify.toml`` and ``REVERIFY_*``; with ``check_processors`` every section is validated too."""
-    from processors.assurance import AssuranceConfigError
+    from reverify.processors.assurance import AssuranceConfigError
 
     try:
         settings = Settings.load()
         if check_processors:
-            from processors.pipeline import PipelineConfig
+            from reverify.processors.pipeline import PipelineConfig
 
             PipelineConfig.from_settings(settings)
         return settings
@@ -83,7 +82,7 @@ def _admin(settings: Settings) -> Any:
 
 
 def _require_broker(settings: Settings) -> None:
-    from streams.embedded import port_is_open, split_bootstrap
+    from reverify.streams.embedded import port_is_open, split_bootstrap
 
     host, port = split_bootstrap(settings.kafka)
     if not port_is_open(host, port, timeout=2.0):
@@ -101,8 +100,8 @@ def up(demo: bool, demo_rate: float) -> None:
     if demo and not settings.sections.get("assurance"):
         # the demo fleet's own claims, so the assurance cases are seen at work too (a reverify.toml replaces them)
         settings = dataclasses.replace(settings, sections={**settings.sections, "assurance": DEMO_CASES})
-    from streams.embedded import EmbeddedBroker, split_bootstrap
-    from streams.topics import ensure_topics
+    from reverify.streams.embedded import EmbeddedBroker, split_bootstrap
+    from reverify.streams.topics import ensure_topics
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     host, port = split_bootstrap(settings.kafka)
@@ -149,8 +148,8 @@ def _start_history(settings: Settings, stop: threading.Event, fresh_broker: bool
     A broker we just started is empty (it keeps nothing on disk): the workers' state is rebuilt
     from the history first, so Q-values, baselines and active variants survive a restart.
     """
-    from sinks.runner import prepare_history, start_sink
-    from streams.restore import history_exists, restore
+    from reverify.sinks.runner import prepare_history, start_sink
+    from reverify.streams.restore import history_exists, restore
 
     prepare_history(settings)
     if fresh_broker and history_exists(settings):
@@ -189,8 +188,8 @@ DEMO_CASES = [
 
 
 def _start_demo(settings: Settings, stop: threading.Event, rate: float) -> threading.Thread:
-    from streams.client import AgentEvents, VariantRouter
-    from streams.simulate import Fleet, FleetSpec, run
+    from reverify.streams.client import AgentEvents, VariantRouter
+    from reverify.streams.simulate import Fleet, FleetSpec, run
 
     def demo() -> None:
         # At 200 outcomes/s: v0 degrades after ~6 s, intent_score drifts after ~28 s (once baselines are learned)
@@ -205,9 +204,8 @@ def _start_demo(settings: Settings, stop: threading.Event, rate: float) -> threa
 
 def _run_worker(settings: Settings, serve_queries: bool = False) -> None:
     import faust
-
-    from streams import metrics
-    from streams.app import create_app
+    from reverify.streams import metrics
+    from reverify.streams.app import create_app
 
     try:
         metrics.serve(settings.metrics_port)
@@ -224,7 +222,7 @@ def worker() -> None:
     """Run one stream worker against REVERIFY_KAFKA (run as many as there are partitions to share)."""
     settings = load_settings(check_processors=True)
     _require_broker(settings)
-    from streams.topics import ensure_topics
+    from reverify.streams.topics import ensure_topics
 
     ensure_topics(_admin(settings), settings.topic_prefix, settings.partitions)
     _run_worker(settings)
@@ -237,8 +235,7 @@ def topics(as_json: bool) -> None:
     settings = load_settings()
     _require_broker(settings)
     from confluent_kafka import Consumer, TopicPartition
-
-    from streams.topics import TOPICS
+    from reverify.streams.topics import TOPICS
 
     md = _admin(settings).list_topics(timeout=10)
     consumer = Consumer(settings.kafka_config(**{"group.id": "reverify-topics", "enable.auto.commit": False}))
@@ -306,10 +303,9 @@ def simulate(
     """Publish a synthetic fleet's outcomes and errors through the SDK."""
     settings = load_settings()
     _require_broker(settings)
+    from reverify.streams.client import AgentEvents, VariantRouter
+    from reverify.streams.simulate import Fleet, FleetSpec, run
     from rich.progress import Progress
-
-    from streams.client import AgentEvents, VariantRouter
-    from streams.simulate import Fleet, FleetSpec, run
 
     spec = FleetSpec(
         agents=agents,
@@ -357,7 +353,7 @@ def simulate(
 
 
 def _register_commands(group: click.Group) -> None:
-    from streams import cli_alerts, cli_control, cli_history
+    from reverify.streams import cli_alerts, cli_control, cli_history
 
     for module in (cli_control, cli_history, cli_alerts):
         module.register(group)

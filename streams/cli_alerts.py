@@ -27,8 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import click
-
-from streams.cli_control import (
+from reverify.streams.cli_control import (
     _fmt_ms,
     command_record,
     fail,
@@ -139,8 +138,8 @@ def register(group: click.Group) -> None:
     @click.option("--from-beginning", is_flag=True, help="Replay the alerts kept on the topic first.")
     def tail(severity: str, agent: str | None, as_json: bool, from_beginning: bool) -> None:
         """Follow alerts as they are published (Ctrl-C stops)."""
-        from streams.cli import console
-        from streams.client import AlertSubscriber
+        from reverify.streams.cli import console
+        from reverify.streams.client import AlertSubscriber
 
         settings = settings_or_fail()
         subscriber = AlertSubscriber(
@@ -167,7 +166,7 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     def list_cmd(as_json: bool) -> None:
         """What is firing now (the latest state of every fingerprint on the alerts topic)."""
-        from streams.cli import console, print_json, print_table
+        from reverify.streams.cli import console, print_json, print_table
 
         firing = fold_alerts(_alerts(settings_or_fail()))
         if as_json:
@@ -199,7 +198,7 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the published Commands as JSON.")
     def ack(fingerprint: str, by: str, as_json: bool) -> None:
         """Acknowledge a firing alert: its repeats stop until it resolves."""
-        from streams.cli import console, print_json
+        from reverify.streams.cli import console, print_json
 
         settings = settings_or_fail()
         alert = _lookup(settings, fingerprint)
@@ -225,8 +224,8 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the published Commands as JSON.")
     def silence(matches: tuple[str, ...], duration: str, by: str, comment: str, as_json: bool) -> None:
         """Mute alerts whose labels match every --match, for a while."""
-        from processors.assurance import parse_duration
-        from streams.cli import console, print_json
+        from reverify.processors.assurance import parse_duration
+        from reverify.streams.cli import console, print_json
 
         try:
             matchers = parse_matchers(matches)

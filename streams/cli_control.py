@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from streams.settings import Settings
+from reverify.streams.settings import Settings
 
 MIN_BASELINE_VALUES = 100
 OUTCOME_FIELDS = ("reward", "latency_ms", "cost_usd")
@@ -76,13 +75,13 @@ SOURCE_TEXT = {"clickhouse": "the ClickHouse history", "stream": "the live strea
 
 @functools.cache
 def _user_error_class() -> type:
-    from streams.cli import UserError
+    from reverify.streams.cli import UserError
 
     class CliError(UserError):
         """:class:`streams.cli.UserError` kept on one line however narrow the terminal (rich wraps at 80)."""
 
         def show(self, file: Any = None) -> None:
-            from streams.cli import err
+            from reverify.streams.cli import err
 
             err.print(f"[bold red]error:[/] {self.message}", soft_wrap=True, highlight=False, markup=True)
 
@@ -130,7 +129,7 @@ def default_operator() -> str:
 
 def settings_or_fail() -> Settings:
     """Settings (with the broker reachable), or one line and exit 2."""
-    from streams.cli import UserError, _require_broker, load_settings
+    from reverify.streams.cli import UserError, _require_broker, load_settings
 
     try:
         settings = load_settings()
@@ -175,8 +174,7 @@ def read_topic(
     skipped: they are the dead-letter topic's business, not an operator's.
     """
     from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
-
-    from schemas import DecodeError, decode
+    from reverify.schemas import DecodeError, decode
 
     topic = settings.topic(name)
     consumer = _consumer(settings)
@@ -231,8 +229,7 @@ def publish(settings: Settings, name: str, records: list[tuple[str, str, dict[st
     by ``agent_name`` lands on the partition of that agent's events.
     """
     from confluent_kafka import Producer
-
-    from schemas import encode
+    from reverify.schemas import encode
 
     producer = Producer(
         settings.kafka_config(
@@ -284,7 +281,7 @@ def find_proposal(settings: Settings, proposal_id: str) -> dict[str, Any]:
 
 
 def _decide(proposal_id: str, approved: bool, by: str | None, comment: str, as_json: bool) -> None:
-    from streams.cli import console, print_json
+    from reverify.streams.cli import console, print_json
 
     settings = settings_or_fail()
     proposal = find_proposal(settings, proposal_id)
@@ -353,8 +350,8 @@ def history_values(
     ask: an embedded database that was never created (opening it would create an empty one in the user's
     data dir) or one that cannot answer -- a baseline can still come from the stream then.
     """
-    from sinks.clickhouse import ClickHouseURLError, parse_url
-    from streams.cli_history import HistoryError, ask_history, running_server
+    from reverify.sinks.clickhouse import ClickHouseURLError, parse_url
+    from reverify.streams.cli_history import HistoryError, ask_history, running_server
 
     try:
         target = parse_url(settings.clickhouse)
@@ -393,8 +390,7 @@ def pin_values(
 def check_assurance_file(path: Path) -> tuple[list[Any], list[str]]:
     """``(cases, mistakes)`` of the ``[[assurance]]`` tables in ``path``; a file that cannot be read is a mistake."""
     import tomllib
-
-    from processors.assurance import AssuranceConfigError, parse_cases
+    from reverify.processors.assurance import AssuranceConfigError, parse_cases
 
     try:
         data = tomllib.loads(path.read_text())
@@ -449,10 +445,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     """Broker, topics with message counts, worker readiness, consumer lag of the worker group, data dir."""
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient
-
-    from streams.app import INPUTS
-    from streams.embedded import port_is_open, split_bootstrap
-    from streams.topics import TOPICS
+    from reverify.streams.app import INPUTS
+    from reverify.streams.embedded import port_is_open, split_bootstrap
+    from reverify.streams.topics import TOPICS
 
     host, port = split_bootstrap(settings.kafka)
     data_dir = Path(settings.data_dir)
@@ -504,7 +499,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
 
 
 def _print_status(status: dict[str, Any]) -> None:
-    from streams.cli import console, print_table
+    from reverify.streams.cli import console, print_table
 
     broker = status["broker"]
     mark = "[green]✓[/]" if broker["reachable"] else "[red]✗[/]"
@@ -576,7 +571,7 @@ def register(group: click.Group) -> None:
         From the ClickHouse history (event times) when it holds the series in that period, else from the live
         stream (log times).
         """
-        from streams.cli import console, print_json
+        from reverify.streams.cli import console, print_json
 
         try:
             start_ms, end_ms = parse_time(start), parse_time(end)
@@ -611,7 +606,7 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the published Command as JSON.")
     def baseline_reset(agent: str, feature: str, variant: str | None, as_json: bool) -> None:
         """Forget the baseline: the series learns a new one from its next values."""
-        from streams.cli import console, print_json
+        from reverify.streams.cli import console, print_json
 
         settings = settings_or_fail()
         args = {"feature": feature}
@@ -633,7 +628,7 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Valid cases as JSON.")
     def assurance_check(file: Path | None, as_json: bool) -> None:
         """Validate the [[assurance]] cases of FILE (default: REVERIFY_CONFIG, else ./reverify.toml)."""
-        from streams.cli import console, err, print_json, print_table
+        from reverify.streams.cli import console, err, print_json, print_table
 
         if file is None:
             env = os.environ.get("REVERIFY_CONFIG")
@@ -674,7 +669,7 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     def status(as_json: bool) -> None:
         """Broker, topics, worker readiness, consumer lag and data dir, at a glance."""
-        from streams.cli import load_settings, print_json
+        from reverify.streams.cli import load_settings, print_json
 
         result = collect_status(load_settings())
         if as_json:

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from reverify.streams.settings import Settings, SettingsError
 from rich.console import Console
 from rich.table import Table
-
-from streams.settings import Settings, SettingsError
 
 USER_ERROR = 2
 
@@ -103,9 +102,9 @@ def ask_history(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
             raise HistoryError(message, USER_ERROR if 400 <= exc.code < 500 else 1) from None
         except (urllib.error.URLError, OSError) as exc:
             raise HistoryError(f"reverify up (port {port}) did not answer: {exc}", 1) from None
-    from sinks.analytics import QueryError, execute
-    from sinks.clickhouse import connect
-    from sinks.migrate import MigrationError, migrate
+    from reverify.sinks.analytics import QueryError, execute
+    from reverify.sinks.clickhouse import connect
+    from reverify.sinks.migrate import MigrationError, migrate
 
     try:
         client = connect(settings.clickhouse)
@@ -170,8 +169,8 @@ def register(group: click.Group) -> None:
     )
     def migrate_cmd(ttl_days: int | None) -> None:
         """Create or upgrade the ClickHouse tables (idempotent)."""
-        from sinks.clickhouse import connect
-        from sinks.migrate import MigrationError, current_version, migrate
+        from reverify.sinks.clickhouse import connect
+        from reverify.sinks.migrate import MigrationError, current_version, migrate
 
         settings = _settings()
         if running_server(settings) and settings.clickhouse.startswith("chdb://"):
@@ -204,7 +203,7 @@ def register(group: click.Group) -> None:
         name: str | None, agent: str, task: str, since: str, sql: str | None, params: tuple[str, ...], as_json: bool
     ) -> None:
         """Canned analytics (leaderboard, rollbacks, drift, assurance, alerts, errors, timeline) or --sql."""
-        from sinks.analytics import QUERIES
+        from reverify.sinks.analytics import QUERIES
 
         if bool(name) == bool(sql):
             _fail(f"give a query name ({', '.join(QUERIES)}) or --sql, not both or neither")

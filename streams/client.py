@@ -31,11 +31,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
-
-from processors.degradation_levels import effective_level
-from schemas import DecodeError, decode, decode_as
-from schemas.codec import encoder
-from streams.settings import Settings
+from reverify.processors.degradation_levels import effective_level
+from reverify.schemas import DecodeError, decode, decode_as
+from reverify.schemas.codec import encoder
+from reverify.streams.settings import Settings
 
 log = logging.getLogger("reverify.sdk")
 

@@ -14,9 +14,8 @@ import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
-
-from processors.degradation_levels import effective_level
-from processors.errors import CIRCUIT_STATE_CODES
+from reverify.processors.degradation_levels import effective_level
+from reverify.processors.errors import CIRCUIT_STATE_CODES
 
 EVENTS_CONSUMED = Counter("reverify_events_consumed_total", "Input events consumed", ["topic"])
 EVENTS_PRODUCED = Counter("reverify_events_produced_total", "Events produced", ["topic"])

@@ -22,10 +22,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-
-from processors.pipeline import AgentPipeline, PipelineConfig
-from schemas import encode
-from streams.settings import Settings
+from reverify.processors.pipeline import AgentPipeline, PipelineConfig
+from reverify.schemas import encode
+from reverify.streams.settings import Settings
 
 CHANGELOG = "reverify-worker-agents-changelog"
 
@@ -104,7 +103,7 @@ def rebuild(
 
 def history_exists(settings: Settings) -> bool:
     """True when the ClickHouse history holds any input event."""
-    from sinks import clickhouse
+    from reverify.sinks import clickhouse
 
     client = clickhouse.connect(settings.clickhouse)
     try:
@@ -118,7 +117,7 @@ def history_exists(settings: Settings) -> bool:
 
 def restore(settings: Settings, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
     """Rebuild from ClickHouse into the (empty) broker; returns (agents restored, control records republished)."""
-    from sinks import clickhouse
+    from reverify.sinks import clickhouse
 
     client = clickhouse.connect(settings.clickhouse)
     try:

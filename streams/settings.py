@@ -12,7 +12,7 @@ what it accepts.
 >>> Settings.load(env={"REVERIFY_KAFKA_SECURITY_PROTOCOL": "TLS"}, path=None)
 Traceback (most recent call last):
 ...
-streams.settings.SettingsError: kafka_security_protocol = 'TLS' is not allowed; use one of: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+reverify.streams.settings.SettingsError: kafka_security_protocol = 'TLS' is not allowed; use one of: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
 """
 
 from __future__ import annotations

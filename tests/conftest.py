@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from reverify.streams.embedded import EmbeddedBroker, free_port
+from reverify.streams.settings import Settings
 
-from streams.embedded import EmbeddedBroker, free_port
-from streams.settings import Settings
 from tests.support import make_settings
 
 

@@ -22,12 +22,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
-
-from schemas import decode
-from streams.client import AgentEvents
-from streams.embedded import free_port
-from streams.settings import Settings
-from streams.topics import ensure_topics
+from reverify.schemas import decode
+from reverify.streams.client import AgentEvents
+from reverify.streams.embedded import free_port
+from reverify.streams.settings import Settings
+from reverify.streams.topics import ensure_topics
 
 
 def make_settings(broker: str, tmp: Path, tag: str, path: Path | None = None, web_port: int | None = None) -> Settings:
@@ -98,7 +97,7 @@ class WorkerProcess:
     settings : Settings
         Passed to the worker as ``REVERIFY_*`` variables: its topics, data dir, web and metrics ports.
     command : sequence of str
-        The command line; ``python -m streams worker`` by default.
+        The command line; ``python -m reverify.streams worker`` by default.
     **extra : str
         More environment variables, such as processor settings (``REVERIFY_WORKER__STATE_INTERVAL``).
     """
@@ -106,7 +105,7 @@ class WorkerProcess:
     def __init__(
         self,
         settings: Settings,
-        command: Sequence[str] = (sys.executable, "-m", "streams", "worker"),
+        command: Sequence[str] = (sys.executable, "-m", "reverify.streams", "worker"),
         **extra: str,
     ) -> None:
         self.settings = settings

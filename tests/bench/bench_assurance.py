@@ -14,7 +14,7 @@ import random
 import sys
 import time
 
-from processors.assurance import AssuranceEvaluator, parse_cases
+from reverify.processors.assurance import AssuranceEvaluator, parse_cases
 
 EVIDENCE = ("success_rate", "reward_mean", "latency_p95", "cost_mean", "error_rate")
 

@@ -25,9 +25,8 @@ import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
-
-from processors.drift import DriftMonitor, DriftSettings, evaluate_looks
-from processors.drift_calibration import KS_MEMO
+from reverify.processors.drift import DriftMonitor, DriftSettings, evaluate_looks
+from reverify.processors.drift_calibration import KS_MEMO
 
 T0 = 1_700_000_000_000
 WINDOW_STATE = ("ring", "blocks", "block_ts", "sums", "cells")  # the bank rows that grow with the window

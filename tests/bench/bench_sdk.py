@@ -20,12 +20,11 @@ import uuid
 import fastavro
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
-
-from schemas import load_schema
-from streams.client import AgentEvents
-from streams.embedded import EmbeddedBroker, free_port
-from streams.settings import Settings
-from streams.topics import ensure_topics
+from reverify.schemas import load_schema
+from reverify.streams.client import AgentEvents
+from reverify.streams.embedded import EmbeddedBroker, free_port
+from reverify.streams.settings import Settings
+from reverify.streams.topics import ensure_topics
 
 
 def records(n: int) -> list[dict]:

@@ -30,14 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
-
-from schemas import decode, encode  # noqa: E402
-from sinks.clickhouse import close_embedded, connect  # noqa: E402
-from sinks.migrate import migrate  # noqa: E402
-from sinks.writer import ClickHouseSink  # noqa: E402
-from streams.embedded import EmbeddedBroker, free_port  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
+from reverify.schemas import decode, encode  # noqa: E402
+from reverify.sinks.clickhouse import close_embedded, connect  # noqa: E402
+from reverify.sinks.migrate import migrate  # noqa: E402
+from reverify.sinks.writer import ClickHouseSink  # noqa: E402
+from reverify.streams.embedded import EmbeddedBroker, free_port  # noqa: E402
+from reverify.streams.settings import Settings  # noqa: E402
+from reverify.streams.topics import ensure_topics  # noqa: E402
 
 
 def main() -> None:

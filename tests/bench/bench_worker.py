@@ -26,12 +26,11 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
-
-from schemas import decode, decode_as
-from streams.client import AgentEvents
-from streams.embedded import EmbeddedBroker, free_port
-from streams.settings import Settings
-from streams.topics import ensure_topics
+from reverify.schemas import decode, decode_as
+from reverify.streams.client import AgentEvents
+from reverify.streams.embedded import EmbeddedBroker, free_port
+from reverify.streams.settings import Settings
+from reverify.streams.topics import ensure_topics
 
 AGENTS, TASKS, VARIANTS = 100, 5, 3
 
@@ -110,7 +109,7 @@ def start_worker(settings: Settings, workdir: str) -> tuple[subprocess.Popen, in
         REVERIFY_TOPIC_PREFIX=settings.topic_prefix,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams", "worker"],
+        [sys.executable, "-m", "reverify.streams", "worker"],
         env=env,
         cwd=workdir,
         stdout=subprocess.DEVNULL,

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from reverify.schemas import DecodeError, decode
+from reverify.streams.settings import Settings
 
-from schemas import DecodeError, decode
-from streams.settings import Settings
 from tests.support import WorkerProcess, make_settings, settings_env, stop_process
 
 REVERIFY = str(Path(sys.executable).with_name("reverify"))
@@ -185,7 +185,7 @@ def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int
 
 ROUTER_PROBE = """
 import sys, time
-from streams.client import VariantRouter
+from reverify.streams.client import VariantRouter
 agent, task = sys.argv[1], sys.argv[2]
 with VariantRouter() as router:
     while True:

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from reverify.sinks import clickhouse
+from reverify.sinks.migrate import migrate
+from reverify.streams.cli import cli
+from reverify.streams.client import AgentEvents
+from reverify.streams.settings import Settings
 
-from sinks import clickhouse
-from sinks.migrate import migrate
-from streams.cli import cli
-from streams.client import AgentEvents
-from streams.settings import Settings
 from tests.support import publish_feature
 
 FEATURE = "intent_score"

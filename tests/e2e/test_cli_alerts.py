@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
-from schemas import encode
-from streams.cli import cli
-from streams.client import AgentEvents, VariantRouter
+from reverify.schemas import encode
+from reverify.streams.cli import cli
+from reverify.streams.client import AgentEvents, VariantRouter
 
 CONFIG = """
 [[assurance]]

@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
-from streams.cli import cli
-from streams.client import AgentEvents
+from reverify.streams.cli import cli
+from reverify.streams.client import AgentEvents
 
 TASK = "search"
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from reverify.schemas import decode, encode
+from reverify.streams.client import AgentEvents
 
-from schemas import decode, encode
-from streams.client import AgentEvents
 from tests.support import publish_feature
 
 

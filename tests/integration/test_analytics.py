@@ -12,15 +12,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
-
-from schemas import encode
-from sinks.analytics import QueryError, execute
-from sinks.clickhouse import close_embedded, connect
-from sinks.dashboard import dashboard
-from sinks.migrate import MigrationError, current_version, load_migrations, migrate
-from sinks.writer import ClickHouseSink
-from streams.settings import Settings
-from streams.topics import TOPICS, ensure_topics
+from reverify.schemas import encode
+from reverify.sinks.analytics import QueryError, execute
+from reverify.sinks.clickhouse import close_embedded, connect
+from reverify.sinks.dashboard import dashboard
+from reverify.sinks.migrate import MigrationError, current_version, load_migrations, migrate
+from reverify.sinks.writer import ClickHouseSink
+from reverify.streams.settings import Settings
+from reverify.streams.topics import TOPICS, ensure_topics
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time() * 1000)

@@ -7,13 +7,12 @@ import random
 import time
 
 from confluent_kafka import Consumer, TopicPartition
-
-from processors.pipeline import AgentPipeline, PipelineConfig
-from schemas import decode
-from sinks import clickhouse
-from sinks.migrate import migrate
-from streams.restore import CHANGELOG, history_exists, rebuild, restore
-from streams.settings import Settings
+from reverify.processors.pipeline import AgentPipeline, PipelineConfig
+from reverify.schemas import decode
+from reverify.sinks import clickhouse
+from reverify.sinks.migrate import migrate
+from reverify.streams.restore import CHANGELOG, history_exists, rebuild, restore
+from reverify.streams.settings import Settings
 
 
 def outcomes(n: int = 1500) -> list[dict]:

@@ -6,11 +6,10 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-
-from schemas import decode_as
-from streams.client import AgentEvents
-from streams.embedded import EmbeddedBroker, free_port
-from streams.settings import Settings
+from reverify.schemas import decode_as
+from reverify.streams.client import AgentEvents
+from reverify.streams.embedded import EmbeddedBroker, free_port
+from reverify.streams.settings import Settings
 
 
 def consume_all(settings: Settings, topic: str, expected: int, timeout: float = 120.0) -> list[dict]:
@@ -96,8 +95,7 @@ def test_buffers_while_broker_is_down_and_delivers_after(tmp_path):
     assert events.pending == 10_000 and events.dropped == 0
     with EmbeddedBroker(port=port, log_path=tmp_path / "broker.log") as broker:
         from confluent_kafka.admin import AdminClient
-
-        from streams.topics import ensure_topics
+        from reverify.streams.topics import ensure_topics
 
         ensure_topics(AdminClient(settings.kafka_config()), settings.topic_prefix, settings.partitions)
         assert events.flush(60) == 0

@@ -15,14 +15,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
-
-from schemas import encode
-from sinks.clickhouse import close_embedded, connect
-from sinks.migrate import TABLES
-from sinks.writer import ClickHouseSink
-from streams.embedded import free_port
-from streams.settings import Settings
-from streams.topics import TOPICS
+from reverify.schemas import encode
+from reverify.sinks.clickhouse import close_embedded, connect
+from reverify.sinks.migrate import TABLES
+from reverify.sinks.writer import ClickHouseSink
+from reverify.streams.embedded import free_port
+from reverify.streams.settings import Settings
+from reverify.streams.topics import TOPICS
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -309,7 +308,7 @@ def _start_sink(settings: Settings, log: Path, crash_after: int = 0) -> subproce
     env.pop("REVERIFY_CONFIG", None)
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "sinks.writer", "--batch-size", "10000", "--max-delay", "0.5"],
+            [sys.executable, "-m", "reverify.sinks.writer", "--batch-size", "10000", "--max-delay", "0.5"],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -378,8 +377,8 @@ def test_clickhouse_away_then_back_loses_nothing(sink_settings: Settings) -> Non
 
 
 def test_decode_many_skips_bad_records_in_the_middle_like_decode() -> None:
-    from schemas import DecodeError, decode
-    from schemas.codec import decode_many
+    from reverify.schemas import DecodeError, decode
+    from reverify.schemas.codec import decode_many
 
     good = outcomes(4)
     # a short body (would run into the next value in a shared buffer), a long one, a foreign schema, bad framing

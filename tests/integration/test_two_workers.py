@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reverify.streams.client import AgentEvents
+from reverify.streams.embedded import free_port
+from reverify.streams.settings import Settings
 
-from streams.client import AgentEvents
-from streams.embedded import free_port
-from streams.settings import Settings
 from tests.support import WorkerProcess, make_settings, read_all
 
 pytestmark = pytest.mark.integration

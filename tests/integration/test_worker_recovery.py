@@ -18,11 +18,11 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from reverify.processors.learning import LearningLoop, LearningSettings
+from reverify.streams.client import AgentEvents
+from reverify.streams.embedded import free_port
+from reverify.streams.settings import Settings
 
-from processors.learning import LearningLoop, LearningSettings
-from streams.client import AgentEvents
-from streams.embedded import free_port
-from streams.settings import Settings
 from tests.support import WorkerProcess, read_all
 
 pytestmark = pytest.mark.integration

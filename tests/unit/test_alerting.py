@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from processors.alerting import AlertingSettings, AlertManager
-from processors.base import fingerprint, make_alert
-from schemas import encode
+from reverify.processors.alerting import AlertingSettings, AlertManager
+from reverify.processors.base import fingerprint, make_alert
+from reverify.schemas import encode
 
 EV = {"value": 0.6, "threshold": 0.8, "sample_size": 200}
 LABELS = {"case": "c", "agent_name": "a", "task_type": "t"}

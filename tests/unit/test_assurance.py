@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 import tomllib
-
-from processors.alerting import AlertManager
-from processors.assurance import AssuranceCase, AssuranceConfigError, AssuranceEvaluator, parse_cases, parse_duration
-from schemas import encode
+from reverify.processors.alerting import AlertManager
+from reverify.processors.assurance import (
+    AssuranceCase,
+    AssuranceConfigError,
+    AssuranceEvaluator,
+    parse_cases,
+    parse_duration,
+)
+from reverify.schemas import encode
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "streams" / "assurance.example.toml"
 S = 1_000

@@ -1,5 +1,5 @@
-from processors.deadletters import DeadLetterMonitor, DeadLetterSettings
-from schemas import encode
+from reverify.processors.deadletters import DeadLetterMonitor, DeadLetterSettings
+from reverify.schemas import encode
 
 
 def test_fires_once_at_the_threshold_and_resolves_after_a_quiet_window():

@@ -8,8 +8,7 @@ import random
 import statistics
 
 import pytest
-
-from processors.degradation import DegradationDetector, _BernoulliChannel, format_reason
+from reverify.processors.degradation import DegradationDetector, _BernoulliChannel, format_reason
 
 RUNS = 500
 HEALTHY = 1_000  # invocations of healthy history before the change in the delay scenarios

@@ -85,11 +85,11 @@ def _container_ports(service: dict[str, Any]) -> set[int]:
 
 def _section_fields() -> dict[str, set[str]]:
     """Every ``REVERIFY_<SECTION>__<FIELD>`` reverify reads: processor dataclasses and the sink's ``[sink]`` keys."""
-    from processors.alerting import AlertingSettings
-    from processors.drift import DriftSettings
-    from processors.errors import ErrorSettings
-    from processors.learning import LearningSettings
-    from sinks import writer
+    from reverify.processors.alerting import AlertingSettings
+    from reverify.processors.drift import DriftSettings
+    from reverify.processors.errors import ErrorSettings
+    from reverify.processors.learning import LearningSettings
+    from reverify.sinks import writer
 
     fields = {
         name: {f.name for f in dataclasses.fields(cls)}
@@ -107,7 +107,7 @@ def _section_fields() -> dict[str, set[str]]:
 
 
 def _known_env_names() -> set[str]:
-    from streams.settings import Settings
+    from reverify.streams.settings import Settings
 
     # REVERIFY_CONFIG is the file's path (field config_path); sections come as REVERIFY_<SECTION>__<FIELD>
     fields = [f.name for f in dataclasses.fields(Settings) if f.name not in ("sections", "config_path")]
@@ -134,8 +134,8 @@ def test_every_reverify_variable_is_a_real_setting(services: dict[str, Any]) -> 
 
 
 def test_each_reverify_service_loads_its_settings_and_config(services: dict[str, Any]) -> None:
-    from processors.pipeline import PipelineConfig
-    from streams.settings import Settings
+    from reverify.processors.pipeline import PipelineConfig
+    from reverify.streams.settings import Settings
 
     for name, service in _reverify_services(services).items():
         env = _env(service)
@@ -175,7 +175,7 @@ def test_connections_match_the_kafka_and_clickhouse_services(services: dict[str,
 
 
 def test_reverify_commands_exist_and_parse(services: dict[str, Any]) -> None:
-    from streams.cli import cli
+    from reverify.streams.cli import cli
 
     for name, service in _reverify_services(services).items():
         if "entrypoint" in service:
@@ -193,8 +193,7 @@ def test_sink_entrypoint_serves_metrics_and_runs_the_writer(
 ) -> None:
     """Run the sink service's entrypoint (``python -m sinks.writer``) with its arguments, sink and HTTP server replaced."""
     import prometheus_client
-
-    from sinks import writer
+    from reverify.sinks import writer
 
     sink = services["sink"]
     assert sink["entrypoint"] == ["python", "-m", "sinks.writer"]
@@ -290,9 +289,8 @@ def _exported_metric_names() -> set[str]:
     """Every sample name the workers' and the sink's /metrics can show (as Prometheus sees them)."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics import MetricWrapperBase
-
-    from sinks.writer import SinkMetrics
-    from streams import metrics
+    from reverify.sinks.writer import SinkMetrics
+    from reverify.streams import metrics
 
     wrappers = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
     wrappers += [m for m in vars(SinkMetrics(CollectorRegistry())).values() if isinstance(m, MetricWrapperBase)]
@@ -380,7 +378,7 @@ def test_grafana_provisioning_is_mounted_where_it_is_read(services: dict[str, An
 
 
 def test_dashboard_queries_only_exported_metrics_and_existing_tables() -> None:
-    from sinks.migrate import load_migrations
+    from reverify.sinks.migrate import load_migrations
 
     dashboard = json.loads(DASHBOARD.read_text())
     uids = _datasource_uids()

@@ -11,10 +11,8 @@ import json
 
 import numpy as np
 import pytest
-from scipy import stats
-
-from processors.base import fingerprint
-from processors.drift import (
+from reverify.processors.base import fingerprint
+from reverify.processors.drift import (
     _SEARCH_TOGETHER_FROM,
     CategoricalDriftMonitor,
     DriftMonitor,
@@ -23,7 +21,8 @@ from processors.drift import (
     psi,
     update_many,
 )
-from schemas import encode
+from reverify.schemas import encode
+from scipy import stats
 
 SETTINGS = DriftSettings()
 SEEDS = range(100)
@@ -432,7 +431,7 @@ def test_calibration_of_a_new_baseline_reuses_the_rank_threshold() -> None:
 
 
 def test_bootstrap_calibration_depends_on_the_tie_pattern_only() -> None:
-    from processors.drift_calibration import _threshold, _threshold_for, simulate_max_statistic
+    from reverify.processors.drift_calibration import _threshold, _threshold_for, simulate_max_statistic
 
     s = SETTINGS
     rng = np.random.default_rng(3)

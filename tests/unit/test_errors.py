@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from processors.alerting import AlertManager
-from processors.degradation_levels import allowed_operations, is_allowed, level_for_components, level_name
-from processors.errors import CircuitBreaker, ErrorMonitor, ErrorSettings
-from schemas import encode
+from reverify.processors.alerting import AlertManager
+from reverify.processors.degradation_levels import allowed_operations, is_allowed, level_for_components, level_name
+from reverify.processors.errors import CircuitBreaker, ErrorMonitor, ErrorSettings
+from reverify.schemas import encode
 
 
 def error(ts: int, component: str = "clay_api", agent: str = "enricher", **kw):

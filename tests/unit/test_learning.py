@@ -7,9 +7,10 @@ import re
 from itertools import count
 from typing import Any
 
-import schemas
-from processors.base import Emission
-from processors.learning import LearningLoop, LearningSettings
+from reverify.processors.base import Emission
+from reverify.processors.learning import LearningLoop, LearningSettings
+
+from reverify import schemas
 
 TS0 = 1_763_562_600_000  # 2025-11-19T14:30:00Z
 _ids = count()
@@ -157,7 +158,7 @@ def test_rollback_to_best_other_variant_with_seed_reason() -> None:
 
 
 def test_rollback_reason_for_ninety_to_seventy_five() -> None:
-    from processors.degradation import format_reason
+    from reverify.processors.degradation import format_reason
 
     assert format_reason("success", {"baseline_success_rate": 0.9, "recent_success_rate": 0.75}) == (
         "Success rate dropped from 90% to 75% (16.7% drop)"
@@ -296,7 +297,7 @@ def test_open_alerts_survive_a_restart_and_older_state_loads() -> None:
 
 
 def test_resolved_rollback_alert_lifts_the_inhibition_in_the_pipeline() -> None:
-    from processors.pipeline import AgentPipeline, PipelineConfig
+    from reverify.processors.pipeline import AgentPipeline, PipelineConfig
 
     config = PipelineConfig(learning=LearningSettings(cooldown_ms=1000, cooldown_min_outcomes=5))
     p = AgentPipeline("a", config)
@@ -323,15 +324,15 @@ def test_resolved_rollback_alert_lifts_the_inhibition_in_the_pipeline() -> None:
 
 
 def test_fast_ids_are_the_reference_uuid5() -> None:
-    from processors import learning
-    from processors.base import derive_id
+    from reverify.processors import learning
+    from reverify.processors.base import derive_id
 
     for parts in [("qvalue", "e-1", "v1"), ("decision", "ünï", 7), ("active", "", None)]:
         assert learning.derive_id(*parts) == derive_id(*parts)
 
 
 def test_classify_agrees_with_decide() -> None:
-    from processors.safety import classify, decide
+    from reverify.processors.safety import classify, decide
 
     for q in [0.0, 0.69, 0.7 - 1e-12, 0.7, 0.85, 0.9 - 1e-12, 0.9, 0.95, 1.0]:
         for n in [0, 4, 5, 9, 10, 100]:

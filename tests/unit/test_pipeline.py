@@ -7,10 +7,9 @@ import random
 from typing import Any
 
 import pytest
-
-from processors.drift import DriftSettings
-from processors.learning import LearningSettings
-from processors.pipeline import AgentPipeline, Input, PipelineConfig, apply_together
+from reverify.processors.drift import DriftSettings
+from reverify.processors.learning import LearningSettings
+from reverify.processors.pipeline import AgentPipeline, Input, PipelineConfig, apply_together
 
 CONFIG = PipelineConfig(
     learning=LearningSettings(publish_interval_ms=0),

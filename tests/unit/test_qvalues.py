@@ -6,8 +6,7 @@ import json
 import statistics
 
 import pytest
-
-from processors.qvalues import ArmStats, step_size
+from reverify.processors.qvalues import ArmStats, step_size
 
 
 def test_step_size_is_sample_mean_then_alpha() -> None:

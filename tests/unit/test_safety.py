@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from reverify.processors.safety import AUTO_APPLY, HUMAN_APPROVAL, NO_ACTION, decide, prob_beats, prob_beta_greater
 from scipy import integrate, stats
-
-from processors.safety import AUTO_APPLY, HUMAN_APPROVAL, NO_ACTION, decide, prob_beats, prob_beta_greater
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,7 @@ from pathlib import Path
 import fastavro
 import pytest
 from fastavro.utils import generate_many
-
-from schemas import SCHEMA_IDS, DecodeError, decode, encode, load_schema, schema_names
+from reverify.schemas import SCHEMA_IDS, DecodeError, decode, encode, load_schema, schema_names
 
 PREVIOUS = Path(__file__).parents[1] / "data" / "schemas" / "v0.1.0"
 

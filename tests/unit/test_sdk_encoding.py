@@ -9,11 +9,10 @@ from typing import Any
 
 import fastavro
 import pytest
-
-from schemas import EncodeError, decode_as, encode, load_schema
-from schemas.codec import SCHEMA_IDS, encoder
-from streams.client import MAX_STRING, AgentEvents
-from streams.settings import Settings
+from reverify.schemas import EncodeError, decode_as, encode, load_schema
+from reverify.schemas.codec import SCHEMA_IDS, encoder
+from reverify.streams.client import MAX_STRING, AgentEvents
+from reverify.streams.settings import Settings
 
 
 class FakeProducer:

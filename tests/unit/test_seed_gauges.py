@@ -6,9 +6,8 @@ import random
 import time
 
 from prometheus_client import REGISTRY
-
-from processors.pipeline import AgentPipeline, PipelineConfig
-from streams.metrics import SeedGauges
+from reverify.processors.pipeline import AgentPipeline, PipelineConfig
+from reverify.streams.metrics import SeedGauges
 
 
 def _value(name: str, **labels: str) -> float:

@@ -6,7 +6,7 @@ import itertools
 import math
 from typing import Any
 
-from processors.validation import MAX_STRING, check_input
+from reverify.processors.validation import MAX_STRING, check_input
 
 GOOD: dict[str, Any] = {
     "agent_name": "a",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import faust
 from faust.transport import drivers
-
-from streams import faust_transport
-from streams.app import WorkerSettings, create_app, faust_credentials
-from streams.settings import Settings
+from reverify.streams import faust_transport
+from reverify.streams.app import WorkerSettings, create_app, faust_credentials
+from reverify.streams.settings import Settings
 
 
 def test_reverify_scheme_is_the_quick_fetch_transport():
