@@ -24,7 +24,6 @@ ValueError: 'yesterday-ish' is not a time; use ISO-8601 (2025-01-02T03:04:05Z), 
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 import os
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from reverify.streams.cli.common import console, err, fail, load_settings, print_json, print_table, settings_or_fail
 from reverify.streams.settings import Settings
 
 MIN_BASELINE_VALUES = 100
@@ -73,28 +73,6 @@ SOURCE_TEXT = {"clickhouse": "the ClickHouse history", "stream": "the live strea
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-@functools.cache
-def _user_error_class() -> type:
-    from reverify.streams.cli import UserError
-
-    class CliError(UserError):
-        """:class:`streams.cli.UserError` kept on one line however narrow the terminal (rich wraps at 80)."""
-
-        def show(self, file: Any = None) -> None:
-            from reverify.streams.cli import err
-
-            err.print(f"[bold red]error:[/] {self.message}", soft_wrap=True, highlight=False, markup=True)
-
-    return CliError
-
-
-def fail(message: str) -> Exception:
-    """The exception to raise for a user's mistake: one line on stderr, exit status 2, no traceback."""
-    from rich.markup import escape
-
-    return _user_error_class()(escape(message))
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -125,18 +103,6 @@ def default_operator() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return os.environ.get("USER", "operator")
-
-
-def settings_or_fail() -> Settings:
-    """Settings (with the broker reachable), or one line and exit 2."""
-    from reverify.streams.cli import UserError, _require_broker, load_settings
-
-    try:
-        settings = load_settings()
-        _require_broker(settings)
-    except UserError as exc:
-        raise fail(exc.message) from None
-    return settings
 
 
 def _consumer(settings: Settings) -> Any:
@@ -281,7 +247,6 @@ def find_proposal(settings: Settings, proposal_id: str) -> dict[str, Any]:
 
 
 def _decide(proposal_id: str, approved: bool, by: str | None, comment: str, as_json: bool) -> None:
-    from reverify.streams.cli import console, print_json
 
     settings = settings_or_fail()
     proposal = find_proposal(settings, proposal_id)
@@ -351,7 +316,7 @@ def history_values(
     data dir) or one that cannot answer -- a baseline can still come from the stream then.
     """
     from reverify.sinks.clickhouse import ClickHouseURLError, parse_url
-    from reverify.streams.cli_history import HistoryError, ask_history, running_server
+    from reverify.streams.cli.history import HistoryError, ask_history, running_server
 
     try:
         target = parse_url(settings.clickhouse)
@@ -499,7 +464,6 @@ def collect_status(settings: Settings) -> dict[str, Any]:
 
 
 def _print_status(status: dict[str, Any]) -> None:
-    from reverify.streams.cli import console, print_table
 
     broker = status["broker"]
     mark = "[green]✓[/]" if broker["reachable"] else "[red]✗[/]"
@@ -571,7 +535,6 @@ def register(group: click.Group) -> None:
         From the ClickHouse history (event times) when it holds the series in that period, else from the live
         stream (log times).
         """
-        from reverify.streams.cli import console, print_json
 
         try:
             start_ms, end_ms = parse_time(start), parse_time(end)
@@ -606,7 +569,6 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the published Command as JSON.")
     def baseline_reset(agent: str, feature: str, variant: str | None, as_json: bool) -> None:
         """Forget the baseline: the series learns a new one from its next values."""
-        from reverify.streams.cli import console, print_json
 
         settings = settings_or_fail()
         args = {"feature": feature}
@@ -628,7 +590,6 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Valid cases as JSON.")
     def assurance_check(file: Path | None, as_json: bool) -> None:
         """Validate the [[assurance]] cases of FILE (default: REVERIFY_CONFIG, else ./reverify.toml)."""
-        from reverify.streams.cli import console, err, print_json, print_table
 
         if file is None:
             env = os.environ.get("REVERIFY_CONFIG")
@@ -669,7 +630,6 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     def status(as_json: bool) -> None:
         """Broker, topics, worker readiness, consumer lag and data dir, at a glance."""
-        from reverify.streams.cli import load_settings, print_json
 
         result = collect_status(load_settings())
         if as_json:

@@ -1,97 +1,30 @@
-"""The ``reverify`` command line: for people (tables, colours) and, with ``--json``, for programs."""
+"""``reverify up``, ``worker``, ``topics`` and ``simulate``: run the stack, or one part of it, and feed it."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
-import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
-from reverify.streams.settings import Settings, SettingsError
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-console = Console(stderr=False)
-err = Console(stderr=True)
-
-
-class UserError(click.ClickException):
-    """A mistake the user can fix: one line, exit code 2, no traceback."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        # soft_wrap: one line however narrow the terminal; escape: messages quote TOML like [[assurance]]
-        err.print(f"[bold red]error:[/] {escape(self.message)}", soft_wrap=True, highlight=False)
+from reverify.streams.cli.common import (
+    UserError,
+    admin,
+    console,
+    load_settings,
+    print_json,
+    print_table,
+    require_broker,
+)
+from reverify.streams.settings import Settings
 
 
-def load_settings(check_processors: bool = False) -> Settings:
-    """Settings from ``reverify.toml`` and ``REVERIFY_*``; with ``check_processors`` every section is validated too."""
-    from reverify.processors.assurance import AssuranceConfigError
-
-    try:
-        settings = Settings.load()
-        if check_processors:
-            from reverify.processors.pipeline import PipelineConfig
-
-            PipelineConfig.from_settings(settings)
-        return settings
-    except AssuranceConfigError as exc:
-        raise UserError(str(exc)) from None
-    except SettingsError as exc:
-        raise UserError(str(exc)) from None
-
-
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title, header_style="bold cyan")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
-    console.print(table)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log what the workers and clients do.")
-def cli(verbose: bool) -> None:
-    """reverify: keep fleets of AI agents honest while they learn."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if not verbose:
-        logging.getLogger("reverify.sdk.librdkafka").setLevel(logging.CRITICAL)
-
-
-def _admin(settings: Settings) -> Any:
-    from confluent_kafka.admin import AdminClient
-
-    return AdminClient(settings.kafka_config(logger=logging.getLogger("reverify.sdk.librdkafka")))
-
-
-def _require_broker(settings: Settings) -> None:
-    from reverify.streams.embedded import port_is_open, split_bootstrap
-
-    host, port = split_bootstrap(settings.kafka)
-    if not port_is_open(host, port, timeout=2.0):
-        raise UserError(
-            f"no Kafka broker answers at {settings.kafka}; start one with `reverify up` or set REVERIFY_KAFKA"
-        )
-
-
-@cli.command()
+@click.command()
 @click.option("--demo", is_flag=True, help="Also run a simulated fleet whose variants degrade and inputs drift.")
 @click.option("--demo-rate", default=200.0, show_default=True, help="Demo outcomes per second.")
 def up(demo: bool, demo_rate: float) -> None:
@@ -114,7 +47,7 @@ def up(demo: bool, demo_rate: float) -> None:
             started = broker.start()
         where = f"embedded Tansu broker (pid {broker.process.pid})" if started and broker.process else "existing broker"
         console.print(f"[green]✓[/] Kafka at {broker.bootstrap}: {where}")
-        created = ensure_topics(_admin(settings), settings.topic_prefix, settings.partitions)
+        created = ensure_topics(admin(settings), settings.topic_prefix, settings.partitions)
         console.print(f"[green]✓[/] topics ready ({len(created)} created, {settings.partitions} partitions each)")
         threads += _start_history(settings, stop, fresh_broker=started)
         history = bool(threads)
@@ -217,27 +150,27 @@ def _run_worker(settings: Settings, serve_queries: bool = False) -> None:
         worker.execute_from_commandline()
 
 
-@cli.command()
+@click.command()
 def worker() -> None:
     """Run one stream worker against REVERIFY_KAFKA (run as many as there are partitions to share)."""
     settings = load_settings(check_processors=True)
-    _require_broker(settings)
+    require_broker(settings)
     from reverify.streams.topics import ensure_topics
 
-    ensure_topics(_admin(settings), settings.topic_prefix, settings.partitions)
+    ensure_topics(admin(settings), settings.topic_prefix, settings.partitions)
     _run_worker(settings)
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def topics(as_json: bool) -> None:
     """List reverify's topics with partitions and message counts."""
     settings = load_settings()
-    _require_broker(settings)
+    require_broker(settings)
     from confluent_kafka import Consumer, TopicPartition
     from reverify.streams.topics import TOPICS
 
-    md = _admin(settings).list_topics(timeout=10)
+    md = admin(settings).list_topics(timeout=10)
     consumer = Consumer(settings.kafka_config(**{"group.id": "reverify-topics", "enable.auto.commit": False}))
     rows = []
     try:
@@ -275,7 +208,7 @@ def topics(as_json: bool) -> None:
         )
 
 
-@cli.command()
+@click.command()
 @click.option("--agents", default=5, show_default=True, type=click.IntRange(1))
 @click.option("--tasks", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--variants", default=3, show_default=True, type=click.IntRange(1))
@@ -302,7 +235,7 @@ def simulate(
 ) -> None:
     """Publish a synthetic fleet's outcomes and errors through the SDK."""
     settings = load_settings()
-    _require_broker(settings)
+    require_broker(settings)
     from reverify.streams.client import AgentEvents, VariantRouter
     from reverify.streams.simulate import Fleet, FleetSpec, run
     from rich.progress import Progress
@@ -352,18 +285,7 @@ def simulate(
         )
 
 
-def _register_commands(group: click.Group) -> None:
-    from reverify.streams import cli_alerts, cli_control, cli_history
-
-    for module in (cli_control, cli_history, cli_alerts):
-        module.register(group)
-
-
-_register_commands(cli)
-
-
-def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except KeyboardInterrupt:
-        sys.exit(130)
+def register(group: click.Group) -> None:
+    """Add ``up``, ``worker``, ``topics`` and ``simulate`` to the ``reverify`` command group."""
+    for command in (up, worker, topics, simulate):
+        group.add_command(command)

@@ -27,16 +27,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import click
-from reverify.streams.cli_control import (
-    _fmt_ms,
-    command_record,
-    fail,
-    known_agents,
-    now_ms,
-    publish,
-    read_topic,
-    settings_or_fail,
-)
+from reverify.streams.cli.common import console, fail, print_json, print_table, settings_or_fail
+from reverify.streams.cli.control import _fmt_ms, command_record, known_agents, now_ms, publish, read_topic
 
 _SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 _GLOB = set("*?[")
@@ -138,7 +130,6 @@ def register(group: click.Group) -> None:
     @click.option("--from-beginning", is_flag=True, help="Replay the alerts kept on the topic first.")
     def tail(severity: str, agent: str | None, as_json: bool, from_beginning: bool) -> None:
         """Follow alerts as they are published (Ctrl-C stops)."""
-        from reverify.streams.cli import console
         from reverify.streams.client import AlertSubscriber
 
         settings = settings_or_fail()
@@ -166,7 +157,6 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     def list_cmd(as_json: bool) -> None:
         """What is firing now (the latest state of every fingerprint on the alerts topic)."""
-        from reverify.streams.cli import console, print_json, print_table
 
         firing = fold_alerts(_alerts(settings_or_fail()))
         if as_json:
@@ -198,7 +188,6 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the published Commands as JSON.")
     def ack(fingerprint: str, by: str, as_json: bool) -> None:
         """Acknowledge a firing alert: its repeats stop until it resolves."""
-        from reverify.streams.cli import console, print_json
 
         settings = settings_or_fail()
         alert = _lookup(settings, fingerprint)
@@ -225,7 +214,6 @@ def register(group: click.Group) -> None:
     def silence(matches: tuple[str, ...], duration: str, by: str, comment: str, as_json: bool) -> None:
         """Mute alerts whose labels match every --match, for a while."""
         from reverify.processors.assurance import parse_duration
-        from reverify.streams.cli import console, print_json
 
         try:
             matchers = parse_matchers(matches)

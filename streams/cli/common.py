@@ -1,0 +1,92 @@
+"""What every ``reverify`` command shares: the consoles, one kind of user error, settings, tables and JSON.
+
+A user's mistake is a :class:`UserError`: one line on stderr, exit status 2, no traceback.
+
+>>> UserError("set REVERIFY_KAFKA").exit_code
+2
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import click
+from reverify.streams.settings import Settings, SettingsError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: one line, exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        # soft_wrap: one line however narrow the terminal; escape: messages quote TOML like [[assurance]]
+        err.print(f"[bold red]error:[/] {escape(self.message)}", soft_wrap=True, highlight=False)
+
+
+def fail(message: str) -> UserError:
+    """The exception to raise for a user's mistake (``raise fail(...)``)."""
+    return UserError(message)
+
+
+def load_settings(check_processors: bool = False) -> Settings:
+    """Settings from ``reverify.toml`` and ``REVERIFY_*``; with ``check_processors`` every section is validated too."""
+    from reverify.processors.assurance import AssuranceConfigError
+
+    try:
+        settings = Settings.load()
+        if check_processors:
+            from reverify.processors.pipeline import PipelineConfig
+
+            PipelineConfig.from_settings(settings)
+        return settings
+    except AssuranceConfigError as exc:
+        raise UserError(str(exc)) from None
+    except SettingsError as exc:
+        raise UserError(str(exc)) from None
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, header_style="bold cyan")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    console.print(table)
+
+
+def admin(settings: Settings) -> Any:
+    """A Kafka admin client whose librdkafka logs go where ``-v`` sends them."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(settings.kafka_config(logger=logging.getLogger("reverify.sdk.librdkafka")))
+
+
+def require_broker(settings: Settings) -> None:
+    """Nothing, or a :class:`UserError` saying how to get a broker when none answers at ``settings.kafka``."""
+    from reverify.streams.embedded import port_is_open, split_bootstrap
+
+    host, port = split_bootstrap(settings.kafka)
+    if not port_is_open(host, port, timeout=2.0):
+        raise UserError(
+            f"no Kafka broker answers at {settings.kafka}; start one with `reverify up` or set REVERIFY_KAFKA"
+        )
+
+
+def settings_or_fail() -> Settings:
+    """Settings with the broker reachable, or one line and exit 2."""
+    settings = load_settings()
+    require_broker(settings)
+    return settings
