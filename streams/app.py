@@ -47,21 +47,20 @@ import os
 import socket
 import ssl
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import faust
 from confluent_kafka import Producer
-from reverify.processors.base import Emission, derive_id
+from reverify.processors.base import Emission
 from reverify.processors.deadletters import DeadLetterMonitor, DeadLetterSettings
 from reverify.processors.drift import warm_caches
-from reverify.processors.pipeline import AgentPipeline, Input, apply_together
-from reverify.processors.validation import check_input
-from reverify.schemas import DecodeError, decode, encode
+from reverify.processors.pipeline import AgentPipeline, apply_together
+from reverify.schemas import encode
 from reverify.streams import faust_transport, metrics
-from reverify.streams.settings import Settings
+from reverify.streams.inputs import EXPECTED, INPUTS, dead_letter_record, key_text, sort_inputs
+from reverify.streams.settings import Settings, WorkerSettings
 from reverify.streams.topics import TOPICS
 
 log = logging.getLogger("reverify.worker")
@@ -70,31 +69,6 @@ log = logging.getLogger("reverify.worker")
 _SLICE_SECONDS = 0.005
 # Allocations between young collections (Python's default: 700); see _tune_collector.
 _YOUNG_COLLECTION_ALLOCATIONS = 20_000
-
-INPUTS = ("agent.outcomes", "agent.errors", "agent.metrics", "control.approvals", "control.commands")
-EXPECTED = {
-    "agent.outcomes": "AgentOutcome",
-    "agent.errors": "AgentError",
-    "agent.metrics": "AgentMetric",
-    "control.approvals": "Approval",
-    "control.commands": "Command",
-}
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """``[worker]`` in reverify.toml (or ``REVERIFY_WORKER__STATE_INTERVAL=0.5`` ...).
-
-    ``state_interval``: seconds between checkpoints of changed agent states (and so between offset commits);
-    a crash redoes about this much work (more behind a backlog: README, Guarantees). ``batch_size``: the most
-    input messages applied in one go (Faust's ``broker_max_poll_records``): the event loop (timers,
-    checkpoints, queries) waits for a batch.
-    ``fetch_max_wait_ms``: how long a fetch may wait for data (see :mod:`streams.faust_transport`).
-    """
-
-    state_interval: float = 1.0
-    batch_size: int = 2000
-    fetch_max_wait_ms: int = 100
 
 
 class PipelineShell:
@@ -194,39 +168,15 @@ class PipelineShell:
                 log.exception("preparing the drift caches failed")
             _tune_collector()
         started = time.monotonic()
-        by_agent: dict[str, list[Input]] = defaultdict(list)
         now_ms = int(time.time() * 1000)
-        oldest_ts = now_ms
         self.unacked += faust_transport.offset_runs(messages)  # acked by the checkpoint that makes them durable
-        # One loop, no call per input but decode's and the check's: ~1.5 us an input less than a parse method.
-        expected_of, logical = self._expected, self._logical
-        for message in messages:
-            value = message.value
-            try:
-                record_type, record = decode(value)
-            except DecodeError as exc:
-                self.dead_letter(message, exc.reason, "decode")
-                continue
-            expected = expected_of.get(message.topic)
-            if expected and record_type != expected:
-                where = logical.get(message.topic, message.topic)
-                self.dead_letter(message, f"expected a {expected} on {where}, got {record_type}", "wrong_type")
-                continue
-            problem = check_input(record_type, record, len(value))
-            if problem:
-                self.dead_letter(message, problem, "invalid")
-                continue
-            agent = record.get("agent_name") or _key_text(message.key)
-            ts = record.get("ts", now_ms)
-            if ts < oldest_ts:
-                oldest_ts = ts
-            by_agent[agent].append((record_type, record, (message.partition, message.offset)))
+        by_agent, oldest_ts = sort_inputs(messages, self._expected, self._logical, now_ms, self.dead_letter)
         apply_together([(self.load(agent), items) for agent, items in by_agent.items()], self.emit)
         self.dirty.update(by_agent)
         self.producer.poll(0)
         # counted per batch: a label lookup per event cost ~6 % of the worker
         for topic, n in Counter(message.topic for message in messages).items():
-            metrics.EVENTS_CONSUMED.labels(logical.get(topic, topic)).inc(n)
+            metrics.EVENTS_CONSUMED.labels(self._logical.get(topic, topic)).inc(n)
         metrics.BATCH_SIZE.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         metrics.PROCESSING_DELAY.observe(max(0.0, time.time() - oldest_ts / 1000))
@@ -255,20 +205,8 @@ class PipelineShell:
     def dead_letter(self, message: Any, reason: str, error_type: str) -> None:
         topic = self._logical.get(message.topic, message.topic)
         metrics.DECODE_FAILURES.labels(topic, error_type).inc()
-        value = message.value if isinstance(message.value, bytes) else b""
-        record = {
-            "event_id": derive_id("deadletter", message.topic, message.partition, message.offset),
-            "ts": int(time.time() * 1000),
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "key": message.key if isinstance(message.key, bytes) else None,
-            "value": value,
-            "reason": reason,
-            "error_type": error_type,
-            "worker": self.worker_name,
-        }
-        key = _key_text(message.key)
+        record = dead_letter_record(message, reason, error_type, int(time.time() * 1000), self.worker_name)
+        key = key_text(message.key)
         self.emit([Emission("reverify.deadletter", key, "DeadLetter", record)])
         self.emit(self.deadletters.on_dead_letter(topic, error_type, record["ts"]))
 
@@ -333,12 +271,6 @@ def _tune_collector() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(_YOUNG_COLLECTION_ALLOCATIONS, middle, old)
-
-
-def _key_text(key: Any) -> str:
-    if isinstance(key, bytes):
-        return key.decode("utf-8", "replace")
-    return str(key or "")
 
 
 def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_queries: bool = False) -> faust.App:
@@ -426,7 +358,7 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
     @app.timer(interval=1.0)
     async def tick() -> None:
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == settings.topic(INPUTS[0])}
-        agents = [_key_text(k) for k in list(table.keys()) if _partition_of(table, k) in owned]
+        agents = [key_text(k) for k in list(table.keys()) if _partition_of(table, k) in owned]
         # Delivered in the background; the next checkpoint flushes them before writing the states they changed.
         shell.tick(int(time.time() * 1000), agents)
         shell.producer.poll(0)

@@ -111,6 +111,125 @@ def _timestamp(ts: Any) -> int:
     return ts
 
 
+def outcome_record(
+    agent_name: Any,
+    task_type: Any,
+    variant_id: Any,
+    success: Any,
+    reward: Any,
+    latency_ms: Any,
+    cost_usd: Any,
+    tokens_in: Any,
+    tokens_out: Any,
+    features: Any,
+    attributes: Any,
+    trace_id: Any,
+    next_state: Any,
+    ts: Any,
+    event_id: Any,
+) -> dict[str, Any]:
+    """The ``AgentOutcome`` record :meth:`AgentEvents.outcome` publishes, every field checked (arguments as there).
+
+    Raises ``TypeError`` or ``ValueError`` naming the field; ``reverify replay`` builds its inputs with it too.
+
+    >>> outcome_record("a", "t", "v1", True, 1, 0.0, 0.0, None, None, None, None, None, None, 5, "e-1")["reward"]
+    1.0
+    """
+    if not isinstance(success, bool):
+        raise TypeError(f"success must be a bool, got {type(success).__name__}")
+    reward = _number("reward", reward)
+    if not 0.0 <= reward <= 1.0:
+        raise ValueError(f"reward must be within [0, 1], got {reward}")
+    return {
+        "event_id": _string("event_id", event_id),
+        "ts": _timestamp(ts),
+        "agent_name": _string("agent_name", agent_name),
+        "task_type": _string("task_type", task_type),
+        "variant_id": _string("variant_id", variant_id),
+        "success": success,
+        "reward": reward,
+        "latency_ms": _number("latency_ms", latency_ms),
+        "cost_usd": _number("cost_usd", cost_usd),
+        "tokens_in": _count("tokens_in", tokens_in),
+        "tokens_out": _count("tokens_out", tokens_out),
+        "features": _mapping("features", features, _number),
+        "attributes": _mapping("attributes", attributes, _string),
+        "trace_id": _string("trace_id", trace_id, required=False),
+        "next_state": _string("next_state", next_state, required=False),
+    }
+
+
+def error_record(
+    agent_name: Any,
+    component: Any,
+    error_type: Any,
+    message: Any,
+    retryable: Any,
+    severity: Any,
+    task_type: Any,
+    variant_id: Any,
+    pipeline: Any,
+    attributes: Any,
+    trace_id: Any,
+    ts: Any,
+    event_id: Any,
+) -> dict[str, Any]:
+    """The ``AgentError`` record :meth:`AgentEvents.error` publishes, every field checked (arguments as there).
+
+    >>> error_record("a", "db", "Timeout", "", False, "fatal", None, None, False, None, None, 5, "e-1")
+    Traceback (most recent call last):
+    ...
+    ValueError: severity must be one of info, warning, error, critical, got 'fatal'
+    """
+    if severity not in _SEVERITIES:
+        raise ValueError(f"severity must be one of {', '.join(_SEVERITIES)}, got {severity!r}")
+    for name, flag in (("retryable", retryable), ("pipeline", pipeline)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    return {
+        "event_id": _string("event_id", event_id),
+        "ts": _timestamp(ts),
+        "agent_name": _string("agent_name", agent_name),
+        "task_type": _string("task_type", task_type, required=False),
+        "variant_id": _string("variant_id", variant_id, required=False),
+        "component": _string("component", component),
+        "error_type": _string("error_type", error_type),
+        "message": _string("message", message, required=False) or "",
+        "retryable": retryable,
+        "severity": severity,
+        "pipeline": pipeline,
+        "attributes": _mapping("attributes", attributes, _string),
+        "trace_id": _string("trace_id", trace_id, required=False),
+    }
+
+
+def metric_record(
+    agent_name: Any,
+    name: Any,
+    value: Any,
+    task_type: Any,
+    variant_id: Any,
+    attributes: Any,
+    ts: Any,
+    event_id: Any,
+) -> dict[str, Any]:
+    """The ``AgentMetric`` record :meth:`AgentEvents.metric` publishes, every field checked (arguments as there).
+
+    >>> metric_record("a", "queue_depth", 12, None, None, None, 5, "e-1")["value"]
+    12.0
+    """
+    return {
+        "event_id": _string("event_id", event_id),
+        "ts": _timestamp(ts),
+        "agent_name": _string("agent_name", agent_name),
+        "task_type": _string("task_type", task_type, required=False),
+        "variant_id": _string("variant_id", variant_id, required=False),
+        "name": _string("name", name),
+        "value": _number("value", value),
+        "attributes": _mapping("attributes", attributes, _string),
+    }
+
+
 class AgentEvents:
     """Publish outcome, error and metric events from an agent without ever blocking it.
 
@@ -255,7 +374,7 @@ class AgentEvents:
                 "next_state": _NULL,
             }
         else:
-            record = self._checked_outcome(
+            record = outcome_record(
                 agent_name,
                 task_type,
                 variant_id,
@@ -270,52 +389,11 @@ class AgentEvents:
                 trace_id,
                 next_state,
                 ts,
-                event_id,
+                self._event_id(event_id),
             )
             event_id = record["event_id"]
         self._publish(self._outcomes, agent_name, self._encode_outcome(record))
         return event_id
-
-    def _checked_outcome(
-        self,
-        agent_name: Any,
-        task_type: Any,
-        variant_id: Any,
-        success: Any,
-        reward: Any,
-        latency_ms: Any,
-        cost_usd: Any,
-        tokens_in: Any,
-        tokens_out: Any,
-        features: Any,
-        attributes: Any,
-        trace_id: Any,
-        next_state: Any,
-        ts: Any,
-        event_id: Any,
-    ) -> dict[str, Any]:
-        if not isinstance(success, bool):
-            raise TypeError(f"success must be a bool, got {type(success).__name__}")
-        reward = _number("reward", reward)
-        if not 0.0 <= reward <= 1.0:
-            raise ValueError(f"reward must be within [0, 1], got {reward}")
-        return {
-            "event_id": self._event_id(event_id),
-            "ts": _timestamp(ts),
-            "agent_name": _string("agent_name", agent_name),
-            "task_type": _string("task_type", task_type),
-            "variant_id": _string("variant_id", variant_id),
-            "success": success,
-            "reward": reward,
-            "latency_ms": _number("latency_ms", latency_ms),
-            "cost_usd": _number("cost_usd", cost_usd),
-            "tokens_in": _count("tokens_in", tokens_in),
-            "tokens_out": _count("tokens_out", tokens_out),
-            "features": _mapping("features", features, _number),
-            "attributes": _mapping("attributes", attributes, _string),
-            "trace_id": _string("trace_id", trace_id, required=False),
-            "next_state": _string("next_state", next_state, required=False),
-        }
 
     def error(
         self,
@@ -335,26 +413,21 @@ class AgentEvents:
         event_id: str | None = None,
     ) -> str:
         """Record an error; ``pipeline=True`` marks one that is not the agent's fault."""
-        if severity not in _SEVERITIES:
-            raise ValueError(f"severity must be one of {', '.join(_SEVERITIES)}, got {severity!r}")
-        for name, flag in (("retryable", retryable), ("pipeline", pipeline)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-        record = {
-            "event_id": self._event_id(event_id),
-            "ts": _timestamp(ts),
-            "agent_name": _string("agent_name", agent_name),
-            "task_type": _string("task_type", task_type, required=False),
-            "variant_id": _string("variant_id", variant_id, required=False),
-            "component": _string("component", component),
-            "error_type": _string("error_type", error_type),
-            "message": _string("message", message, required=False) or "",
-            "retryable": retryable,
-            "severity": severity,
-            "pipeline": pipeline,
-            "attributes": _mapping("attributes", attributes, _string),
-            "trace_id": _string("trace_id", trace_id, required=False),
-        }
+        record = error_record(
+            agent_name,
+            component,
+            error_type,
+            message,
+            retryable,
+            severity,
+            task_type,
+            variant_id,
+            pipeline,
+            attributes,
+            trace_id,
+            ts,
+            self._event_id(event_id),
+        )
         self._publish(self._errors, agent_name, self._encode_error(record))
         return record["event_id"]
 
@@ -371,16 +444,7 @@ class AgentEvents:
         event_id: str | None = None,
     ) -> str:
         """Record a numeric measurement (watched for drift per agent and name)."""
-        record = {
-            "event_id": self._event_id(event_id),
-            "ts": _timestamp(ts),
-            "agent_name": _string("agent_name", agent_name),
-            "task_type": _string("task_type", task_type, required=False),
-            "variant_id": _string("variant_id", variant_id, required=False),
-            "name": _string("name", name),
-            "value": _number("value", value),
-            "attributes": _mapping("attributes", attributes, _string),
-        }
+        record = metric_record(agent_name, name, value, task_type, variant_id, attributes, ts, self._event_id(event_id))
         self._publish(self._metrics, agent_name, self._encode_metric(record))
         return record["event_id"]
 
