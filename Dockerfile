@@ -1,4 +1,4 @@
-# reverify: one image for `reverify worker`, `reverify migrate`, the sink (`python -m sinks.writer`) and the CLI.
+# reverify: one image for `reverify worker`, `reverify migrate`, `reverify sink` and the rest of the CLI.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,12 +11,14 @@ WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so editing the code does not re-download them (chdb is large).
 # setuptools needs the listed packages to exist, so empty ones stand in for this layer.
 COPY pyproject.toml README.md ./
-RUN mkdir schemas streams processors sinks \
-    && touch schemas/__init__.py streams/__init__.py processors/__init__.py sinks/__init__.py \
+RUN mkdir -p reverify schemas streams/cli processors sinks \
+    && touch reverify/__init__.py schemas/__init__.py streams/__init__.py streams/cli/__init__.py \
+       processors/__init__.py sinks/__init__.py \
     && pip install . \
     && pip uninstall -y reverify \
-    && rm -rf schemas streams processors sinks build *.egg-info
+    && rm -rf reverify schemas streams processors sinks build *.egg-info
 
+COPY reverify ./reverify
 COPY schemas ./schemas
 COPY streams ./streams
 COPY processors ./processors

@@ -14,23 +14,19 @@ Traceback (most recent call last):
 reverify.sinks.analytics.QueryError: --since 'soon' is not a duration; use e.g. 30m, 24h, 7d
 >>> "leaderboard" in QUERIES and "timeline" in QUERIES
 True
->>> jsonable(float("nan")), jsonable(b"\\xff"), jsonable([1, (2, 3)])
-(None, '\\\\xff', [1, [2, 3]])
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import math
 import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from reverify.sinks.dashboard import dashboard
+from reverify.sinks.jsonable import jsonable
 
 QUERY_DIR = Path(__file__).parent / "queries"
 QUERIES: dict[str, str] = {p.stem: p.read_text() for p in sorted(QUERY_DIR.glob("*.sql"))}
@@ -50,29 +46,6 @@ def parse_since(text: str) -> float:
     if not match:
         raise QueryError(f"--since {text!r} is not a duration; use e.g. 30m, 24h, 7d")
     return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def jsonable(value: Any) -> Any:
-    """A value as JSON can carry it: times in ISO 8601 (UTC), NaN/inf as null, bytes escaped."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
-        return str(value)
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    return value
 
 
 def _one_line(exc: Exception) -> str:
@@ -156,10 +129,6 @@ def execute(client: Client, request: dict[str, Any]) -> dict:
         return run_sql(client, str(sql), params)
     name = request.get("name")
     if name == "dashboard":
-        from reverify.sinks.dashboard import (
-            dashboard,  # the dashboard reads analytics' helpers: import here, not at the top
-        )
-
         board = dashboard(client)
         return {"columns": ["dashboard"], "rows": [[board]], "dashboard": board}
     if not name:

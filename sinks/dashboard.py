@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from reverify.sinks.analytics import jsonable
+from reverify.sinks.jsonable import jsonable
 
 AUTO_APPLY_Q = 0.9
 AUTO_APPLY_N = 10

@@ -1,4 +1,4 @@
-"""The ClickHouse sink: every topic of :data:`streams.topics.TOPICS` into its table, each event once.
+"""The ClickHouse sink: every topic of :data:`reverify.schemas.topics.TOPICS` into its table, each event once.
 
 How "each event once" is kept
 -----------------------------
@@ -63,7 +63,6 @@ True
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -85,10 +84,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from reverify.schemas import DecodeError
 from reverify.schemas.codec import decode_many
+from reverify.schemas.topics import TOPICS
 from reverify.sinks import clickhouse
+from reverify.sinks.config import SinkConfig
 from reverify.sinks.migrate import TABLES, MigrationError, migrate
-from reverify.streams.settings import Settings
-from reverify.streams.topics import TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -215,19 +214,19 @@ class ClickHouseSink:
 
     Parameters
     ----------
-    settings : Settings
-        Broker, topic prefix and ``clickhouse`` URL; section ``[sink]`` may set
-        ``batch_size``, ``max_delay``, ``ttl_days`` and ``group_id``.
+    config : SinkConfig
+        Broker connection, topic prefix, ClickHouse URL and the ``[sink]`` options
+        (``batch_size``, ``max_delay``, ``ttl_days``, ``group_id``), which the arguments below override.
     batch_size : int, optional
-        Messages per insert batch (default 10,000).
+        Messages per insert batch (default ``config.options.batch_size``).
     max_delay : float, optional
-        Seconds a message may wait for its batch to fill (default 1.0).
+        Seconds a message may wait for its batch to fill (default ``config.options.max_delay``).
     ttl_days : int or mapping, optional
-        History to keep per table (see :func:`sinks.migrate.migrate`); default forever.
+        History to keep per table (see :func:`sinks.migrate.migrate`); default ``config.options.ttl_days``.
     group_id : str, optional
-        Consumer group (default ``{prefix}reverify-clickhouse-sink``).
+        Consumer group (default :meth:`SinkConfig.group`).
     url : str, optional
-        ClickHouse URL (default ``settings.clickhouse``); read again at every
+        ClickHouse URL (default ``config.clickhouse``); read again at every
         reconnect, so it can be changed while the sink runs.
     connect : callable, optional
         ``connect(url) -> Client``; default :func:`sinks.clickhouse.connect`.
@@ -241,7 +240,7 @@ class ClickHouseSink:
 
     def __init__(
         self,
-        settings: Settings,
+        config: SinkConfig,
         *,
         batch_size: int | None = None,
         max_delay: float | None = None,
@@ -254,23 +253,21 @@ class ClickHouseSink:
         consumer_config: Mapping[str, Any] | None = None,
         backoff_max: float = 5.0,
     ) -> None:
-        section = dict(settings.sections.get("sink", {}))
-        self.settings = settings
-        self.batch_size = int(batch_size or section.get("batch_size", 10_000))
-        self.max_delay = float(max_delay if max_delay is not None else section.get("max_delay", 1.0))
-        if ttl_days is None and section.get("ttl_days"):
-            ttl_days = int(section["ttl_days"])
-        self.ttl_days = ttl_days
-        self.url = url or settings.clickhouse
+        options = config.options
+        self.config = config
+        self.batch_size = int(batch_size or options.batch_size)
+        self.max_delay = float(max_delay if max_delay is not None else options.max_delay)
+        self.ttl_days = ttl_days if ttl_days is not None else (options.ttl_days or None)
+        self.url = url or config.clickhouse
         self._connect = connect or clickhouse.connect
         self.backoff_max = backoff_max
         self.metrics = SinkMetrics(registry) if registry is not None else default_metrics()
         self.topics = list(topics or TOPICS)
-        self._by_physical = {settings.topic(t): t for t in self.topics}
-        group = group_id or section.get("group_id") or f"{settings.topic_prefix}reverify-clickhouse-sink"
-        conf = settings.kafka_config(
+        self._by_physical = {config.topic(t): t for t in self.topics}
+        conf = {
+            **config.kafka,
             **{
-                "group.id": group,
+                "group.id": group_id or config.group(),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "statistics.interval.ms": 5000,
@@ -281,9 +278,9 @@ class ClickHouseSink:
                 # session timeout before the first assignment, like the embedded one, assign quickly)
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
-            }
-        )
-        conf.update(consumer_config or {})
+            },
+            **(consumer_config or {}),
+        }
         self._consumer = Consumer(conf)
         self._consumer.subscribe(list(self._by_physical), on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._client: Client | None = None
@@ -703,7 +700,7 @@ class ClickHouseSink:
 
     def _drop_already_stored(self, client: Client, table: _Table) -> list[int] | None:
         """The indexes of the batch's rows that ClickHouse does not hold yet; None when that is all of them."""
-        physical = self.settings.topic(table.topic)
+        physical = self.config.topic(table.topic)
         rechecking = {p for (t, p), left in self._recheck.items() if left > 0 and (t, p) in table.ranges}
         for p in list(rechecking):
             if (physical, p) in self._probed:
@@ -769,31 +766,3 @@ class ClickHouseSink:
                 log.warning("sink: commit failed (%s), attempt %d", exc, attempt + 1)
                 time.sleep(0.2 * (attempt + 1))
         raise KafkaException(KafkaError(KafkaError._FAIL, "offset commit kept failing"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sinks.writer``: run the sink alone until SIGTERM / SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m sinks.writer", description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--max-delay", type=float, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = Settings.load()
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port)  # the sink's lag and rows on /metrics, like a worker's
-    sink = ClickHouseSink(settings, batch_size=args.batch_size, max_delay=args.max_delay)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print("sink: running", flush=True)
-    sink.run(stop)
-    print(
-        f"sink: stopped rows={sum(sink.rows_written.values())} duplicates_dropped={sink.duplicates_dropped}", flush=True
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

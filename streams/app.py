@@ -58,10 +58,10 @@ from reverify.processors.deadletters import DeadLetterMonitor, DeadLetterSetting
 from reverify.processors.drift import warm_caches
 from reverify.processors.pipeline import AgentPipeline, apply_together
 from reverify.schemas import encode
+from reverify.schemas.topics import TOPICS
 from reverify.streams import faust_transport, metrics
 from reverify.streams.inputs import EXPECTED, INPUTS, dead_letter_record, key_text, sort_inputs
 from reverify.streams.settings import Settings, WorkerSettings
-from reverify.streams.topics import TOPICS
 
 log = logging.getLogger("reverify.worker")
 
@@ -291,7 +291,7 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
         producer_acks=-1,
         producer_partitioner=None,
         table_standby_replicas=0,
-        datadir=os.path.join(settings.data_dir, "faust"),
+        datadir=str(settings.data_path("faust")),  # Faust makes only the last folder
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         # Offsets are committed for acknowledged messages only, and the worker acknowledges a message only when

@@ -113,6 +113,12 @@ class Settings:
         """The physical name of logical topic ``name`` (with the environment prefix)."""
         return self.topic_prefix + name
 
+    def data_path(self, *parts: str) -> Path:
+        """A path under ``data_dir``, which is created with its parents first (any working directory will do)."""
+        root = Path(self.data_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        return root.joinpath(*parts)
+
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration with the security settings passed through."""
         conf: dict[str, Any] = {"bootstrap.servers": self.kafka, "security.protocol": self.kafka_security_protocol}

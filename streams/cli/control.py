@@ -410,9 +410,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     """Broker, topics with message counts, worker readiness, consumer lag of the worker group, data dir."""
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient
+    from reverify.schemas.topics import TOPICS
     from reverify.streams.embedded import port_is_open, split_bootstrap
     from reverify.streams.inputs import INPUTS
-    from reverify.streams.topics import TOPICS
 
     host, port = split_bootstrap(settings.kafka)
     data_dir = Path(settings.data_dir)

@@ -58,6 +58,16 @@ def _fail(message: str, code: int = USER_ERROR) -> None:
     sys.exit(code)
 
 
+def _sink_ttl_days(settings: Settings) -> int | None:
+    from reverify.streams.sink import sink_config
+
+    try:
+        return sink_config(settings).options.ttl_days or None
+    except SettingsError as exc:
+        _fail(str(exc))
+    raise AssertionError("unreachable")
+
+
 def running_server(settings: Settings) -> int | None:
     """The web port of a live ``reverify up`` for this data directory, else None."""
     path = Path(settings.data_dir) / "up.json"
@@ -179,8 +189,8 @@ def register(group: click.Group) -> None:
             client = connect(settings.clickhouse)
         except Exception as exc:
             _fail(f"cannot open ClickHouse at {settings.clickhouse}: {exc}", 1)
-        if ttl_days is None and settings.sections.get("sink", {}).get("ttl_days"):
-            ttl_days = int(settings.sections["sink"]["ttl_days"])  # the same TTL the sink keeps, or they would fight
+        if ttl_days is None:
+            ttl_days = _sink_ttl_days(settings)  # the same TTL the sink keeps, or they would fight
         try:
             applied = migrate(client, ttl_days)
             version = current_version(client)

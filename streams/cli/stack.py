@@ -1,4 +1,4 @@
-"""``reverify up``, ``worker``, ``topics`` and ``simulate``: run the stack, or one part of it, and feed it."""
+"""``reverify up``, ``worker``, ``sink``, ``topics`` and ``simulate``: run the stack, or one part of it, and feed it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from reverify.streams.cli.common import (
@@ -21,7 +21,10 @@ from reverify.streams.cli.common import (
     print_table,
     require_broker,
 )
-from reverify.streams.settings import Settings
+from reverify.streams.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from reverify.sinks.config import SinkConfig
 
 
 @click.command()
@@ -36,12 +39,11 @@ def up(demo: bool, demo_rate: float) -> None:
     from reverify.streams.embedded import EmbeddedBroker, split_bootstrap
     from reverify.streams.topics import ensure_topics
 
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     host, port = split_bootstrap(settings.kafka)
-    broker = EmbeddedBroker(host=host, port=port, log_path=Path(settings.data_dir) / "broker.log")
+    broker = EmbeddedBroker(host=host, port=port, log_path=settings.data_path("broker.log"))
     stop = threading.Event()
     threads: list[threading.Thread] = []
-    up_file = Path(settings.data_dir) / "up.json"
+    up_file = settings.data_path("up.json")
     try:
         with console.status("starting the broker ..."):
             started = broker.start()
@@ -75,6 +77,19 @@ def up(demo: bool, demo_rate: float) -> None:
         console.print("stopped.")
 
 
+def _port_taken(settings: Settings, exc: OSError) -> UserError:
+    return UserError(f"metrics_port = {settings.metrics_port} is taken ({exc}); set REVERIFY_METRICS_PORT")
+
+
+def _sink_config(settings: Settings) -> SinkConfig:
+    from reverify.streams.sink import sink_config
+
+    try:
+        return sink_config(settings)
+    except SettingsError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _start_history(settings: Settings, stop: threading.Event, fresh_broker: bool) -> list[threading.Thread]:
     """The ClickHouse sink in this process (chdb allows one owner of its data directory).
 
@@ -84,12 +99,13 @@ def _start_history(settings: Settings, stop: threading.Event, fresh_broker: bool
     from reverify.sinks.runner import prepare_history, start_sink
     from reverify.streams.restore import history_exists, restore
 
-    prepare_history(settings)
+    config = _sink_config(settings)
+    prepare_history(config)
     if fresh_broker and history_exists(settings):
         with console.status("restoring state from the ClickHouse history ...") as status:
             agents, records = restore(settings, progress=lambda n: status.update(f"restoring: {n:,} events replayed"))
         console.print(f"[green]✓[/] state restored from history: {agents} agents, {records} control records")
-    thread = start_sink(settings, stop)
+    thread = start_sink(config, stop)
     console.print(f"[green]✓[/] ClickHouse history at {settings.clickhouse}")
     return [thread]
 
@@ -143,7 +159,7 @@ def _run_worker(settings: Settings, serve_queries: bool = False) -> None:
     try:
         metrics.serve(settings.metrics_port)
     except OSError as exc:
-        raise UserError(f"metrics_port = {settings.metrics_port} is taken ({exc}); set REVERIFY_METRICS_PORT") from None
+        raise _port_taken(settings, exc) from None
     app = create_app(settings, serve_queries=serve_queries)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
     with contextlib.suppress(SystemExit):  # Faust exits the process after a clean stop; we still clean up
@@ -162,13 +178,31 @@ def worker() -> None:
 
 
 @click.command()
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Messages per insert (default: [sink]).")
+@click.option("--max-delay", type=click.FloatRange(0), default=None, help="Seconds a message waits for its batch.")
+def sink(batch_size: int | None, max_delay: float | None) -> None:
+    """Run the ClickHouse sink: every topic into the history, each event once (until SIGTERM / Ctrl-C)."""
+    from prometheus_client import start_http_server
+    from reverify.streams.sink import run_sink
+
+    settings = load_settings()
+    config = _sink_config(settings)
+    if settings.metrics_port:  # the sink's lag and rows on /metrics, like a worker's (not the worker's series)
+        try:
+            start_http_server(settings.metrics_port)
+        except OSError as exc:
+            raise _port_taken(settings, exc) from None
+    run_sink(config, batch_size=batch_size, max_delay=max_delay)
+
+
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def topics(as_json: bool) -> None:
     """List reverify's topics with partitions and message counts."""
     settings = load_settings()
     require_broker(settings)
     from confluent_kafka import Consumer, TopicPartition
-    from reverify.streams.topics import TOPICS
+    from reverify.schemas.topics import TOPICS
 
     md = admin(settings).list_topics(timeout=10)
     consumer = Consumer(settings.kafka_config(**{"group.id": "reverify-topics", "enable.auto.commit": False}))
@@ -286,6 +320,6 @@ def simulate(
 
 
 def register(group: click.Group) -> None:
-    """Add ``up``, ``worker``, ``topics`` and ``simulate`` to the ``reverify`` command group."""
-    for command in (up, worker, topics, simulate):
+    """Add ``up``, ``worker``, ``sink``, ``topics`` and ``simulate`` to the ``reverify`` command group."""
+    for command in (up, worker, sink, topics, simulate):
         group.add_command(command)

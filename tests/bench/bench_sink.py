@@ -33,9 +33,10 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from reverify.schemas import decode, encode  # noqa: E402
 from reverify.sinks.clickhouse import close_embedded, connect  # noqa: E402
 from reverify.sinks.migrate import migrate  # noqa: E402
-from reverify.sinks.writer import ClickHouseSink  # noqa: E402
+from reverify.sinks.writer import ClickHouseSink
 from reverify.streams.embedded import EmbeddedBroker, free_port  # noqa: E402
 from reverify.streams.settings import Settings  # noqa: E402
+from reverify.streams.sink import sink_config  # noqa: E402
 from reverify.streams.topics import ensure_topics  # noqa: E402
 
 
@@ -136,7 +137,7 @@ def measure(settings: Settings, values: list[bytes], n: int, batch: int, ch_dir:
 
     # the sink, end to end (its clock starts at its first message, like the bare loop's)
     sink = ClickHouseSink(
-        settings,
+        sink_config(settings),
         topics=["agent.outcomes"],
         batch_size=batch,
         max_delay=0.5,

@@ -13,13 +13,15 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 from reverify.schemas import encode
+from reverify.schemas.topics import TOPICS
 from reverify.sinks.analytics import QueryError, execute
 from reverify.sinks.clickhouse import close_embedded, connect
 from reverify.sinks.dashboard import dashboard
 from reverify.sinks.migrate import MigrationError, current_version, load_migrations, migrate
 from reverify.sinks.writer import ClickHouseSink
 from reverify.streams.settings import Settings
-from reverify.streams.topics import TOPICS, ensure_topics
+from reverify.streams.sink import sink_config
+from reverify.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time() * 1000)
@@ -213,7 +215,7 @@ def scenario(broker: str, tmp_path_factory: pytest.TempPathFactory):
     for schema, records in ev.items():
         produce(settings, by_schema[schema], [encode(schema, r) for r in records])
     close_embedded()
-    sink = ClickHouseSink(settings, batch_size=5000, max_delay=0.3, registry=CollectorRegistry())
+    sink = ClickHouseSink(sink_config(settings), batch_size=5000, max_delay=0.3, registry=CollectorRegistry())
     total = sum(len(r) for r in ev.values())
     deadline = time.monotonic() + 90
     while sum(sink.rows_written.values()) < total:

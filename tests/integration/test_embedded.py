@@ -1,7 +1,8 @@
 from confluent_kafka.admin import AdminClient
+from reverify.schemas.topics import TOPICS
 from reverify.streams.embedded import EmbeddedBroker, free_port, port_is_open
 from reverify.streams.settings import Settings
-from reverify.streams.topics import TOPICS, ensure_topics
+from reverify.streams.topics import ensure_topics
 
 
 def test_broker_starts_only_when_port_is_free_and_stops_by_pid(broker):

@@ -16,12 +16,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 from reverify.schemas import encode
+from reverify.schemas.topics import TOPICS
 from reverify.sinks.clickhouse import close_embedded, connect
 from reverify.sinks.migrate import TABLES
 from reverify.sinks.writer import ClickHouseSink
 from reverify.streams.embedded import free_port
 from reverify.streams.settings import Settings
-from reverify.streams.topics import TOPICS
+from reverify.streams.sink import sink_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,7 +249,7 @@ def test_every_topic_lands_with_all_fields(sink_settings: Settings) -> None:
     for name, records in by_topic.items():
         produce(sink_settings, name, [encode(TOPICS[name].value, r) for r in records])
     produce(sink_settings, "agent.outcomes", [b"not avro", encode("AgentMetric", sample("AgentMetric", 9))])
-    sink = ClickHouseSink(sink_settings, batch_size=500, max_delay=0.3, registry=CollectorRegistry())
+    sink = ClickHouseSink(sink_config(sink_settings), batch_size=500, max_delay=0.3, registry=CollectorRegistry())
     deadline = time.monotonic() + 60
     while sum(sink.rows_written.values()) < 3 * len(TOPICS) or sink.skipped < 2:
         assert time.monotonic() < deadline, (sink.rows_written, sink.skipped)
@@ -276,7 +277,11 @@ def test_every_topic_lands_with_all_fields(sink_settings: Settings) -> None:
 def test_100k_outcomes_become_100k_rows(sink_settings: Settings) -> None:
     produce(sink_settings, "agent.outcomes", outcomes(100_000))
     sink = ClickHouseSink(
-        sink_settings, topics=["agent.outcomes"], batch_size=20_000, max_delay=0.5, registry=CollectorRegistry()
+        sink_config(sink_settings),
+        topics=["agent.outcomes"],
+        batch_size=20_000,
+        max_delay=0.5,
+        registry=CollectorRegistry(),
     )
     run_until(sink, "agent_outcomes", 100_000, timeout=150)
     sink.close()
@@ -308,7 +313,7 @@ def _start_sink(settings: Settings, log: Path, crash_after: int = 0) -> subproce
     env.pop("REVERIFY_CONFIG", None)
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "reverify.sinks.writer", "--batch-size", "10000", "--max-delay", "0.5"],
+            [sys.executable, "-m", "reverify.streams", "sink", "--batch-size", "10000", "--max-delay", "0.5"],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -346,7 +351,7 @@ def test_clickhouse_away_then_back_loses_nothing(sink_settings: Settings) -> Non
     produce(sink_settings, "agent.outcomes", outcomes(3_000))
     refused = f"http://default:@127.0.0.1:{free_port()}/default"
     sink = ClickHouseSink(
-        sink_settings,
+        sink_config(sink_settings),
         topics=["agent.outcomes"],
         batch_size=1000,
         max_delay=0.2,
@@ -431,7 +436,7 @@ def _flaky_sink(settings: Settings, fail: int, **options: Any) -> ClickHouseSink
     """
     state: dict[str, Any] = {"inserts": 0, "fail": fail}
     return ClickHouseSink(
-        settings,
+        sink_config(settings),
         topics=["agent.outcomes"],
         batch_size=1000,
         max_delay=0.2,

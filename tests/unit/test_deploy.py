@@ -8,7 +8,6 @@ service, a dashboard panel querying a metric nobody exports, or a table no migra
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import re
 import shutil
@@ -89,21 +88,18 @@ def _section_fields() -> dict[str, set[str]]:
     from reverify.processors.drift import DriftSettings
     from reverify.processors.errors import ErrorSettings
     from reverify.processors.learning import LearningSettings
-    from reverify.sinks import writer
+    from reverify.sinks.config import SinkOptions
 
-    fields = {
+    return {
         name: {f.name for f in dataclasses.fields(cls)}
         for name, cls in (
             ("learning", LearningSettings),
             ("drift", DriftSettings),
             ("alerting", AlertingSettings),
             ("errors", ErrorSettings),
+            ("sink", SinkOptions),
         )
     }
-    # the sink reads its section as a plain mapping: the keys are those its code looks up
-    fields["sink"] = set(re.findall(r"section(?:\.get\(|\[)\"(\w+)\"", inspect.getsource(writer.ClickHouseSink)))
-    assert {"batch_size", "max_delay", "ttl_days"} <= fields["sink"]
-    return fields
 
 
 def _known_env_names() -> set[str]:
@@ -178,25 +174,25 @@ def test_reverify_commands_exist_and_parse(services: dict[str, Any]) -> None:
     from reverify.streams.cli import cli
 
     for name, service in _reverify_services(services).items():
-        if "entrypoint" in service:
-            continue  # the sink: checked below
+        assert "entrypoint" not in service, f"{name}: the image's entrypoint is `reverify`"
         command = service["command"]
         assert command[0] in cli.commands, f"{name}: `reverify {command[0]}` is not a command"
         # parses the options without running the command
         cli.commands[command[0]].make_context(command[0], list(command[1:]))
     assert services["worker"]["command"] == ["worker"]
     assert services["migrate"]["command"][0] == "migrate"
+    assert services["sink"]["command"][0] == "sink"
 
 
-def test_sink_entrypoint_serves_metrics_and_runs_the_writer(
+def test_sink_command_serves_metrics_and_runs_the_sink(
     services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Run the sink service's entrypoint (``python -m sinks.writer``) with its arguments, sink and HTTP server replaced."""
+    """Run the sink service's command (``reverify sink ...``) with its arguments, sink and HTTP server replaced."""
     import prometheus_client
-    from reverify.sinks import writer
+    from click.testing import CliRunner
+    from reverify.streams import sink as shell
+    from reverify.streams.cli import cli
 
-    sink = services["sink"]
-    assert sink["entrypoint"] == ["python", "-m", "sinks.writer"]
     started: list[int] = []
     made: list[dict[str, Any]] = []
 
@@ -204,23 +200,25 @@ def test_sink_entrypoint_serves_metrics_and_runs_the_writer(
         rows_written: dict[str, int] = {}
         duplicates_dropped = 0
 
-        def __init__(self, settings: Any, **kwargs: Any) -> None:
-            made.append({"settings": settings, **kwargs})
+        def __init__(self, config: Any, **kwargs: Any) -> None:
+            made.append({"config": config, **kwargs})
 
         def run(self, stop: Any) -> None:
             return None
 
     monkeypatch.setattr(prometheus_client, "start_http_server", lambda port, *a, **k: started.append(port))
-    monkeypatch.setattr(writer, "ClickHouseSink", FakeSink)
-    monkeypatch.setattr(writer.signal, "signal", lambda *a: None)  # keep pytest's own handlers
-    env = _env(sink)
+    monkeypatch.setattr(shell, "ClickHouseSink", FakeSink)
+    monkeypatch.setattr(shell.signal, "signal", lambda *a: None)  # keep pytest's own handlers
+    env = _env(services["sink"])
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("REVERIFY_CONFIG", str(DEPLOY / "reverify.toml"))
-    assert writer.main(list(sink["command"])) == 0
+    result = CliRunner().invoke(cli, list(services["sink"]["command"]))
+    assert result.exit_code == 0, result.output
     assert started == [int(env["REVERIFY_METRICS_PORT"])]
     assert made and made[0]["batch_size"] == 10_000 and made[0]["max_delay"] == 1.0
-    assert made[0]["settings"].kafka == env["REVERIFY_KAFKA"]
+    assert made[0]["config"].kafka["bootstrap.servers"] == env["REVERIFY_KAFKA"]
+    assert made[0]["config"].options.ttl_days == 365  # deploy/reverify.toml [sink]
 
 
 def test_health_checks_and_start_order(services: dict[str, Any]) -> None:
@@ -427,7 +425,22 @@ def test_dockerfile_builds_a_non_root_reverify_image() -> None:
     assert re.search(r'^ENTRYPOINT \["reverify"\]', text, re.M)
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     # the build needs these: pyproject's readme and the packages it lists
-    assert not ignored & {"README.md", "pyproject.toml", "schemas", "streams", "processors", "sinks"}
+    assert not ignored & {"README.md", "pyproject.toml", "reverify", "schemas", "streams", "processors", "sinks"}
+
+
+def test_dockerfile_dependency_layer_stands_in_for_every_package() -> None:
+    """The dependency layer installs pyproject.toml before the code: every listed package needs a folder then."""
+    import tomllib
+
+    text = (ROOT / "Dockerfile").read_text()
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = tool.get("package-dir", {})
+    for package in tool["packages"]:
+        parent = max((p for p in folders if package == p or package.startswith(p + ".")), key=len, default=None)
+        folder = (folders[parent] + package[len(parent) :] if parent else package).replace(".", "/")
+        assert f"{folder}/__init__.py" in text, f"Dockerfile: the dependency layer lacks {folder}/__init__.py"
+        top = folder.split("/")[0]
+        assert re.search(rf"^COPY {top} \./{top}$", text, re.M), f"Dockerfile does not copy {top}/"
 
 
 def _compose_cli() -> list[str] | None:
