@@ -32,7 +32,7 @@ _NAMESPACE = uuid.UUID("6f1f8a0e-6b2c-4c61-9a53-1d2f0c0de001")
 class Emission:
     """One record a processor asks the shell to publish.
 
-    ``topic`` is the logical topic name of DESIGN section 2 (``crl.qvalues``,
+    ``topic`` is the logical topic name of docs/design.md section 2 (``crl.qvalues``,
     ``alerts`` ...); the shell adds the environment prefix. ``record_type`` is
     the schema name in ``schemas/``.
     """

@@ -7,7 +7,7 @@ comes only from the events' ``ts``. It records the highest input offset it has
 applied per input topic and partition, so a replay after a crash applies
 nothing twice, and every output id is derived from its input event id.
 
-Rules (DESIGN section 4, issue 3):
+Rules (docs/design.md section 4, issue 3):
 
 * every outcome updates its arm (:mod:`processors.qvalues`) and publishes a
   ``QValue``; with ``publish_interval_ms`` > 0 (the default) the update is held

@@ -1,4 +1,4 @@
-"""The topics of the contract (DESIGN section 2): logical names, what each key is, which record each carries.
+"""The topics of the contract (docs/design.md section 2): logical names, what each key is, which record each carries.
 
 A physical topic name is the environment's prefix and the logical name. Creating
 them on a broker is the shell's part (:func:`reverify.streams.topics.ensure_topics`).

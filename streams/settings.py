@@ -205,7 +205,7 @@ class WorkerSettings:
     """``[worker]`` in reverify.toml (or ``REVERIFY_WORKER__STATE_INTERVAL=0.5`` ...).
 
     ``state_interval``: seconds between checkpoints of changed agent states (and so between offset commits);
-    a crash redoes about this much work (more behind a backlog: README, Guarantees). ``batch_size``: the most
+    a crash redoes about this much work (more behind a backlog: docs/guarantees.md). ``batch_size``: the most
     input messages applied in one go (Faust's ``broker_max_poll_records``): the event loop (timers,
     checkpoints, queries) waits for a batch (``reverify replay`` batches its inputs alike).
     ``fetch_max_wait_ms``: how long a fetch may wait for data (see :mod:`streams.faust_transport`).

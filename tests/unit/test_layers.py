@@ -1,4 +1,4 @@
-"""Imports flow one way (DESIGN section 1): the shell ``streams`` -> ``processors``, ``sinks``, ``schemas``;
+"""Imports flow one way (docs/design.md section 1): the shell ``streams`` -> ``processors``, ``sinks``, ``schemas``;
 ``sinks`` -> ``schemas``; ``processors`` -> ``schemas`` only; and no module imports itself back through others.
 
 Every import counts, also those inside functions: a late import still ties the layers together.
