@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reverify.processors.base import Emission, derive_id, fingerprint, make_alert
+from reverify.schemas.fields import ALERT_SEVERITIES
 
-SEVERITIES = ("info", "warning", "critical")
 REQUIRED_EVIDENCE = ("value", "threshold", "sample_size")
 _HOUR_MS = 3_600_000
 
@@ -228,8 +228,8 @@ class AlertManager:
         becomes the ``statistic`` label. An inactive observation keeps the last
         evidence unless it brings its own, so the resolution says what recovered.
         """
-        if severity not in SEVERITIES:
-            raise ValueError(f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+        if severity not in ALERT_SEVERITIES:
+            raise ValueError(f"severity {severity!r} is not one of {', '.join(ALERT_SEVERITIES)}")
         labels = {str(k): str(v) for k, v in labels.items()}
         if statistic:
             labels.setdefault("statistic", statistic)

@@ -67,9 +67,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from reverify.processors.alerting import SEVERITIES, AlertManager
+from reverify.processors.alerting import AlertManager
 from reverify.processors.base import Emission, derive_id
 from reverify.processors.degradation_levels import MAX_LEVEL, MIN_LEVEL
+from reverify.schemas.fields import ALERT_SEVERITIES, DURATION_EXAMPLES, duration_ms
 
 SCOPE_KEYS = ("agent_name", "task_type", "variant_id")
 VERDICTS = ("passed", "failed", "error", "insufficient_evidence")
@@ -103,9 +104,7 @@ _FIELDS = (
     "dry_run",
     "stale_after",
 )
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d)\s*$")
 _EVENTS = re.compile(r"^\s*(\d+)\s*events?\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 # Drift reports and Q-values are states, not samples: keyed by series, the latest value counts.
 _STATE_SOURCES = ("qvalue", "drift")
 
@@ -147,10 +146,10 @@ def parse_duration(value: object) -> int:
         if value < 0 or not math.isfinite(value):
             raise ValueError("a duration >= 0")
         return int(round(value * 1000))
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError("a duration such as '500ms', '30s', '5m', '2h', '1d'")
-    return int(round(float(m.group(1)) * _UNIT_MS[m.group(2)]))
+    ms = duration_ms(str(value))
+    if ms is None:
+        raise ValueError(f"a duration such as {DURATION_EXAMPLES}")
+    return ms
 
 
 @dataclass(frozen=True)
@@ -244,7 +243,7 @@ def parse_cases(raws: Iterable[Mapping[str, Any]], settings: AssuranceSettings |
     Traceback (most recent call last):
     ...
     reverify.processors.assurance.AssuranceConfigError: case a: field evidence: 'succes_rate' is not an evidence kind (did you mean success_rate?); allowed: success_rate, error_rate, reward_mean, latency_p50, latency_p95, latency_p99, cost_mean, q_value, psi:FEATURE, ks_p:FEATURE, ks:FEATURE, metric:NAME, rate:NAME
-    case a: field window: '5 fortnights' is not allowed; use 'N events' or a duration such as '500ms', '30s', '5m', '2h', '1d'
+    case a: field window: '5 fortnights' is not allowed; use 'N events' or a duration such as '500ms', '30s', '5m', '2h', '1d', '2w'
     """
     settings = settings or AssuranceSettings()
     errors: list[str] = []
@@ -335,7 +334,7 @@ def _parse_case(raw: Any, settings: AssuranceSettings, errors: list[str], index:
         except ValueError:
             bad(
                 "window",
-                f"{window!r} is not allowed; use 'N events' or a duration such as '500ms', '30s', '5m', '2h', '1d'",
+                f"{window!r} is not allowed; use 'N events' or a duration such as {DURATION_EXAMPLES}",
             )
 
     numbers: dict[str, float | None] = {}
@@ -368,8 +367,8 @@ def _parse_case(raw: Any, settings: AssuranceSettings, errors: list[str], index:
             durations[k] = default
 
     severity = raw.get("severity", "warning")
-    if severity not in SEVERITIES:
-        bad("severity", f"{severity!r} is not allowed; allowed values: {', '.join(SEVERITIES)}")
+    if severity not in ALERT_SEVERITIES:
+        bad("severity", f"{severity!r} is not allowed; allowed values: {', '.join(ALERT_SEVERITIES)}")
 
     action = raw.get("action", "alert")
     degrade_level: int | None = None

@@ -54,10 +54,10 @@ from typing import Any
 from reverify.processors.alerting import AlertManager
 from reverify.processors.base import Emission, derive_id
 from reverify.processors.degradation_levels import COMPONENT_LEVELS, level_for_components, level_name
+from reverify.schemas.fields import ERROR_SEVERITIES
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 CIRCUIT_STATE_CODES = {CLOSED: 0.0, HALF_OPEN: 1.0, OPEN: 2.0}  # circuit_breaker_state gauge values
-_ERROR_SEVERITIES = ("info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,9 @@ class ErrorSettings:
                 raise ValueError(f"{name} = {getattr(self, name)} is not allowed; use a whole number >= 1")
         if self.recovery_timeout_ms < 0:
             raise ValueError(f"recovery_timeout_ms = {self.recovery_timeout_ms} is not allowed; use milliseconds >= 0")
-        bad = [s for s in self.failure_severities if s not in _ERROR_SEVERITIES]
+        bad = [s for s in self.failure_severities if s not in ERROR_SEVERITIES]
         if bad:
-            raise ValueError(f"failure_severities: {bad} not allowed; use some of {', '.join(_ERROR_SEVERITIES)}")
+            raise ValueError(f"failure_severities: {bad} not allowed; use some of {', '.join(ERROR_SEVERITIES)}")
         if not 0 <= self.degradation_alert_level <= 5:
             raise ValueError(f"degradation_alert_level = {self.degradation_alert_level}; use 0-4 (5 = never alert)")
 

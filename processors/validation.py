@@ -1,11 +1,15 @@
 """Input validation: what makes a decoded input unusable, said in words for the dead-letter topic.
 
 Avro already guarantees the fields exist with their types; this adds what Avro
-cannot say: finite numbers, rewards in [0, 1], bounded strings, non-empty names.
+cannot say: finite numbers, rewards in [0, 1], durations, costs and token counts
+never negative (:data:`schemas.fields.NON_NEGATIVE`), bounded strings, non-empty names.
 
 >>> check_input("AgentOutcome", {"agent_name": "a", "task_type": "t", "variant_id": "v", "reward": 1.2,
 ...                              "latency_ms": 1.0, "cost_usd": 0.0, "features": {}, "attributes": {}})
 'reward = 1.2 is outside [0, 1]'
+>>> check_input("AgentOutcome", {"agent_name": "a", "task_type": "t", "variant_id": "v", "reward": 1.0,
+...                              "latency_ms": -1.0, "cost_usd": 0.0, "features": {}, "attributes": {}})
+'latency_ms = -1.0 is negative'
 >>> check_input("AgentMetric", {"agent_name": "a", "name": "q", "value": float("nan"), "attributes": {}}) is None
 False
 >>> check_input("AgentMetric", {"agent_name": "a", "name": "q", "value": 3.0, "attributes": {}}) is None
@@ -14,18 +18,34 @@ True
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
+from reverify.schemas.fields import NON_NEGATIVE, OUTCOME_NUMBERS
+
 MAX_STRING = 4096
+_INF = math.inf
 
 _REQUIRED_NAMES = {
     "AgentOutcome": ("agent_name", "task_type", "variant_id"),
     "AgentError": ("agent_name", "component", "error_type"),
     "AgentMetric": ("agent_name", "name"),
+    "Approval": ("proposal_id",),
+    "Command": ("command",),
 }
+# The arguments each operator command needs (streams/cli writes them; processors.pipeline.AgentPipeline.on_command
+# reads them), and for some what they must parse as.
+COMMAND_ARGS: dict[str, tuple[str, ...]] = {
+    "baseline_reset": ("feature",),
+    "baseline_pin": ("feature", "values"),
+    "ack": ("fingerprint",),
+    "silence": ("matchers", "until_ms"),
+    "rollback": (),
+}
+_MAPS = ("features", "attributes", "args")
 _NUMBERS = {
-    "AgentOutcome": ("reward", "latency_ms", "cost_usd"),
+    "AgentOutcome": OUTCOME_NUMBERS,
     "AgentMetric": ("value",),
 }
 
@@ -50,14 +70,17 @@ def check_input(record_type: str, record: dict[str, Any], encoded_size: int | No
         # The common input in one expression (x - x == 0.0 is false for nan and +-inf only); anything off takes
         # the path below, which names the problem.
         reward, latency, cost = record["reward"], record["latency_ms"], record["cost_usd"]
+        tokens_in, tokens_out = record.get("tokens_in"), record.get("tokens_out")
         features = sum(record["features"].values())
         if (
             record.get("agent_name")
             and record.get("task_type")
             and record.get("variant_id")
             and 0.0 <= reward <= 1.0
-            and latency - latency == 0.0
-            and cost - cost == 0.0
+            and 0.0 <= latency < _INF  # false for nan too
+            and 0.0 <= cost < _INF
+            and (tokens_in is None or tokens_in >= 0)
+            and (tokens_out is None or tokens_out >= 0)
             and features - features == 0.0
         ):
             return None
@@ -72,6 +95,10 @@ def check_input(record_type: str, record: dict[str, Any], encoded_size: int | No
         value = record[field]
         if value - value != 0.0:  # nan and +-inf only; cheaper than math.isfinite
             return f"{field} = {value} is not a finite number"
+    for field in NON_NEGATIVE.get(record_type, ()):
+        value = record.get(field)
+        if value is not None and value < 0:
+            return f"{field} = {value} is negative"
     if record_type == "AgentOutcome":
         if not 0.0 <= record["reward"] <= 1.0:
             return f"reward = {record['reward']} is outside [0, 1]"
@@ -79,8 +106,47 @@ def check_input(record_type: str, record: dict[str, Any], encoded_size: int | No
             if not math.isfinite(value):
                 return f"features[{name!r}] = {value} is not a finite number"
     if strings:
-        for name, value in record.get("attributes", {}).items():
-            problem = _string_problem(f"attributes[{name!r}]", value)
-            if problem:
-                return problem
+        for field in _MAPS:
+            for name, value in record.get(field, {}).items():
+                problem = _string_problem(f"{field} key", name) or _string_problem(f"{field}[{name!r}]", value)
+                if problem:
+                    return problem
+    if record_type == "Command":
+        return command_problem(record["command"], record["args"])
     return None
+
+
+def command_problem(command: str, args: dict[str, str]) -> str | None:
+    """What makes an operator command unusable, or ``None``.
+
+    >>> command_problem("baseline_pin", {"feature": "x", "values": "[1.0]"})
+    'baseline_pin: args values must be a JSON list of at least two finite numbers'
+    >>> command_problem("reboot", {}) is None
+    False
+    """
+    needed = COMMAND_ARGS.get(command)
+    if needed is None:
+        return f"unknown command {command!r}; known: {', '.join(COMMAND_ARGS)}"
+    for name in needed:
+        if not args.get(name):
+            return f"{command}: args {name} is missing"
+    try:
+        if command == "baseline_pin":
+            values = json.loads(args["values"])
+            if not isinstance(values, list) or not all(map(_number, values)) or sum(map(math.isfinite, values)) < 2:
+                return f"{command}: args values must be a JSON list of at least two finite numbers"
+        elif command == "silence":
+            matchers = json.loads(args["matchers"])
+            int(args["until_ms"])
+            if not isinstance(matchers, dict) or not matchers:
+                return f"{command}: args matchers must be a JSON object of at least one label"
+        elif command == "rollback":
+            for name in ("value", "threshold"):
+                float(args.get(name) or 0.0)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        return f"{command}: args do not parse: {exc}"
+    return None
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float)

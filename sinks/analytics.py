@@ -25,13 +25,12 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from reverify.schemas.fields import duration_ms
 from reverify.sinks.dashboard import dashboard
 from reverify.sinks.jsonable import jsonable
 
 QUERY_DIR = Path(__file__).parent / "queries"
 QUERIES: dict[str, str] = {p.stem: p.read_text() for p in sorted(QUERY_DIR.glob("*.sql"))}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _READONLY = re.compile(r"\(READONLY\)")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -42,10 +41,10 @@ class QueryError(ValueError):
 
 def parse_since(text: str) -> float:
     """Seconds in a duration such as ``30m``, ``24h``, ``7d`` or ``2w``."""
-    match = _DURATION.match(str(text))
-    if not match:
+    ms = duration_ms(str(text))
+    if ms is None:
         raise QueryError(f"--since {text!r} is not a duration; use e.g. 30m, 24h, 7d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    return ms / 1000
 
 
 def _one_line(exc: Exception) -> str:

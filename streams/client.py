@@ -12,6 +12,10 @@ and logged, never silently.
 Traceback (most recent call last):
 ...
 ValueError: reward must be within [0, 1], got 1.5
+>>> events.outcome(agent_name="hunter", task_type="scrape", variant_id="v1", success=True, reward=1.0, latency_ms=-1.0)
+Traceback (most recent call last):
+...
+ValueError: latency_ms must be >= 0, got -1.0
 >>> event_id = events.metric(agent_name="hunter", name="queue_depth", value=12.0)
 >>> events.pending
 1
@@ -34,18 +38,19 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from reverify.processors.degradation_levels import effective_level
 from reverify.schemas import DecodeError, decode, decode_as
 from reverify.schemas.codec import encoder
+from reverify.schemas.fields import ALERT_SEVERITIES, ERROR_SEVERITIES
 from reverify.streams.settings import Settings
 
 log = logging.getLogger("reverify.sdk")
 
-_SEVERITIES = ("info", "warning", "error", "critical")
-_ALERT_RANK = {"info": 0, "warning": 1, "critical": 2}
+_ALERT_RANK = {severity: rank for rank, severity in enumerate(ALERT_SEVERITIES)}
 MAX_STRING = 4096
 # fastavro's tuple notation for a union branch: naming the branch spares fastavro trying each in turn.
 _NULL = ("null", None)
 # Serving librdkafka's queue (failed deliveries, its log lines) every call costs more than it gains; it only
 # has to keep up, and flush() and a full buffer serve it too.
 _POLL_EVERY = 64
+_INF = math.inf
 
 
 def _now_ms() -> int:
@@ -82,6 +87,14 @@ def _number(field: str, value: Any) -> float:
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{field} must be a finite number, got {value}")
+    return value
+
+
+def _amount(field: str, value: Any) -> float:
+    """A duration or a cost: finite and never negative."""
+    value = _number(field, value)
+    if value < 0.0:
+        raise ValueError(f"{field} must be >= 0, got {value}")
     return value
 
 
@@ -148,8 +161,8 @@ def outcome_record(
         "variant_id": _string("variant_id", variant_id),
         "success": success,
         "reward": reward,
-        "latency_ms": _number("latency_ms", latency_ms),
-        "cost_usd": _number("cost_usd", cost_usd),
+        "latency_ms": _amount("latency_ms", latency_ms),
+        "cost_usd": _amount("cost_usd", cost_usd),
         "tokens_in": _count("tokens_in", tokens_in),
         "tokens_out": _count("tokens_out", tokens_out),
         "features": _mapping("features", features, _number),
@@ -181,8 +194,8 @@ def error_record(
     ...
     ValueError: severity must be one of info, warning, error, critical, got 'fatal'
     """
-    if severity not in _SEVERITIES:
-        raise ValueError(f"severity must be one of {', '.join(_SEVERITIES)}, got {severity!r}")
+    if severity not in ERROR_SEVERITIES:
+        raise ValueError(f"severity must be one of {', '.join(ERROR_SEVERITIES)}, got {severity!r}")
     for name, flag in (("retryable", retryable), ("pipeline", pipeline)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
@@ -336,9 +349,9 @@ class AgentEvents:
             and 0.0 <= reward <= 1.0
             # x - x == 0.0 is false for nan and +-inf only, and cheaper than a call to math.isfinite
             and type(latency_ms) is float
-            and latency_ms - latency_ms == 0.0
+            and 0.0 <= latency_ms < _INF  # false for nan too
             and type(cost_usd) is float
-            and cost_usd - cost_usd == 0.0
+            and 0.0 <= cost_usd < _INF
             and type(agent_name) is str
             and 0 < len(agent_name) <= MAX_STRING
             and type(task_type) is str

@@ -73,13 +73,17 @@ def sort_inputs(
     now_ms
         The oldest time reported when no input is older.
     dead_letter
-        Gets each input that does not decode (``decode``), is of the wrong type (``wrong_type``) or fails
-        :func:`~processors.validation.check_input` (``invalid``), with its reason.
+        Gets each input that does not decode (``decode``), is of the wrong type (``wrong_type``), has an empty key
+        or fails :func:`~processors.validation.check_input` (``invalid``), with its reason.
     """
     by_agent: dict[str, list[Input]] = defaultdict(list)
     oldest_ts = now_ms
     # One loop, no call per input but decode's and the check's: ~1.5 us an input less than a parse method.
     for message in messages:
+        if not message.key:
+            # The key places an input on the partition of its agent's state; without one, anywhere.
+            dead_letter(message, "empty key: inputs are keyed by agent_name", "invalid")
+            continue
         value = message.value
         try:
             record_type, record = decode(value)

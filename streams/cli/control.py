@@ -27,7 +27,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import re
 import time
 import urllib.error
 import urllib.request
@@ -38,13 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from reverify.schemas.fields import OUTCOME_NUMBERS, duration_ms
 from reverify.streams.cli.common import console, err, fail, load_settings, print_json, print_table, settings_or_fail
 from reverify.streams.settings import Settings
 
 MIN_BASELINE_VALUES = 100
-OUTCOME_FIELDS = ("reward", "latency_ms", "cost_usd")
-_RELATIVE = re.compile(r"^\s*-\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 # The values of a series in the history, by event time. Everything the user typed is a query parameter: the
 # outcome column is chosen by multiIf on {feature}, never by formatting it into the text. FINAL collapses rows
@@ -83,9 +80,9 @@ def parse_time(text: str, now_ms: int | None = None) -> int:
     value = text.strip()
     if value.lower() == "now":
         return now
-    m = _RELATIVE.match(value)
-    if m:
-        return now - int(round(float(m.group(1)) * _UNIT_MS[m.group(2)]))
+    ago = duration_ms(value[1:]) if value.startswith("-") else None
+    if ago is not None:
+        return now - ago
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -290,7 +287,7 @@ def baseline_values(
     for _msg, record_type, r in read_topic(settings, "agent.outcomes", start_ms=start_ms, end_ms=end_ms):
         if record_type != "AgentOutcome" or r["agent_name"] != agent or (variant and r["variant_id"] != variant):
             continue
-        if feature in OUTCOME_FIELDS:
+        if feature in OUTCOME_NUMBERS:
             values.append(float(r[feature]))
         elif feature in (r.get("features") or {}):
             values.append(float(r["features"][feature]))

@@ -1,4 +1,5 @@
-"""Input checks: the common outcome's one-expression path says what the field-by-field path says."""
+"""Input checks: the common outcome's one-expression path says what the field-by-field path says; durations,
+costs and token counts are never negative."""
 
 from __future__ import annotations
 
@@ -23,14 +24,18 @@ BAD: dict[str, list[Any]] = {
     "task_type": [""],
     "variant_id": [""],
     "reward": [-0.1, 1.5, math.nan, math.inf],
-    "latency_ms": [math.nan, -math.inf],
-    "cost_usd": [math.inf, math.nan],
+    "latency_ms": [math.nan, -math.inf, -1.0],
+    "cost_usd": [math.inf, math.nan, -5.0],
+    "tokens_in": [-1],
+    "tokens_out": [-3],
     "features": [{"x": math.nan}, {"x": -math.inf, "y": 1.0}],
 }
 FINE: dict[str, list[Any]] = {
     "reward": [0.0, 1.0],
     "latency_ms": [0.0],
-    "cost_usd": [-1.0],
+    "cost_usd": [0.0, 1e300],
+    "tokens_in": [None, 0],
+    "tokens_out": [None, 10**12],
     "features": [{}, {"x": 1e308, "y": 1e308}],  # the sum overflows: the general path decides
 }
 
@@ -52,3 +57,9 @@ def test_a_long_string_is_caught_when_the_record_may_hold_one() -> None:
     record = {**GOOD, "agent_name": "a" * (MAX_STRING + 1)}
     expected = f"agent_name is {MAX_STRING + 1} characters long; the limit is {MAX_STRING}"
     assert check_input("AgentOutcome", record, MAX_STRING + 200) == expected
+
+
+def test_negative_amounts_are_named() -> None:
+    assert check_input("AgentOutcome", {**GOOD, "latency_ms": -1.0}) == "latency_ms = -1.0 is negative"
+    assert check_input("AgentOutcome", {**GOOD, "cost_usd": -5.0}, MAX_STRING) == "cost_usd = -5.0 is negative"
+    assert check_input("AgentOutcome", {**GOOD, "tokens_out": -2}) == "tokens_out = -2 is negative"
