@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from reverify.processors.base import derive_id
 from reverify.processors.pipeline import Input
@@ -42,8 +41,7 @@ DeadLetterSink = Callable[[Any, str, str], None]
 """Called with ``(message, reason, error_type)`` for each input that cannot be used."""
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """An input message as :func:`sort_inputs` reads it (a Kafka message has these attributes too)."""
 
     topic: str

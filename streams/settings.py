@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,6 +148,27 @@ class Settings:
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise SettingsError(f"[{name}]: {exc}") from exc
+
+
+def override_env(items: Iterable[str]) -> dict[str, str]:
+    """``--set section.field=value`` (or ``--set key=value``) as the ``REVERIFY_*`` variables that say the same.
+
+    >>> override_env(["learning.success_threshold=8", "topic_prefix=dev."])
+    {'REVERIFY_LEARNING__SUCCESS_THRESHOLD': '8', 'REVERIFY_TOPIC_PREFIX': 'dev.'}
+    >>> override_env(["learning.success_threshold"])
+    Traceback (most recent call last):
+    ...
+    reverify.streams.settings.SettingsError: --set 'learning.success_threshold' is not NAME=VALUE (e.g. learning.alpha=0.2)
+    """
+    env = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        section, dot, field = name.strip().partition(".")
+        if not sep or not section or (dot and not field) or "." in field:
+            raise SettingsError(f"--set {item!r} is not NAME=VALUE (e.g. learning.alpha=0.2)")
+        key = f"{section}__{field}" if dot else section
+        env["REVERIFY_" + key.upper()] = value
+    return env
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
