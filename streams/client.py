@@ -1,11 +1,16 @@
 """The SDK: publish agent events, follow the active variant, subscribe to alerts.
 
 ``AgentEvents`` validates and encodes on the caller's thread and hands the bytes
-to librdkafka's queue, which delivers them in the background: a call never
-waits for the broker. While the broker is away librdkafka keeps retrying
-(``message.timeout.ms=0``: no give-up time) and holds up to ``max_buffer``
-events; past that an event is dropped, counted in :attr:`AgentEvents.dropped`
-and logged, never silently.
+to librdkafka's queue, which delivers them in the background: a call does not
+wait for the broker while the queue has room. The queue holds ``max_buffer``
+events. When a fast producer fills it while the broker is reachable, the call
+waits for room (serving delivery reports) up to ``max_block_ms``, like Kafka's
+``max.block.ms``: nothing is lost because the broker was slower than the loop
+for a moment. While the broker is away (librdkafka reports all brokers down and
+the queue does not move) librdkafka keeps retrying (``message.timeout.ms=0``: no
+give-up time) and a call never waits: past ``max_buffer`` an event is dropped,
+counted in :attr:`AgentEvents.dropped` and logged, never silently; so is one
+that waited ``max_block_ms`` in vain.
 
 >>> events = AgentEvents(bootstrap="127.0.0.1:1")     # nothing listens there: events are buffered
 >>> events.outcome(agent_name="hunter", task_type="scrape", variant_id="v1", success=True, reward=1.5)
@@ -50,6 +55,10 @@ _NULL = ("null", None)
 # Serving librdkafka's queue (failed deliveries, its log lines) every call costs more than it gains; it only
 # has to keep up, and flush() and a full buffer serve it too.
 _POLL_EVERY = 64
+# How long a call waiting for room in a full queue blocks in one poll (it then tries again), and how long the first
+# full queue after a report of every broker down is watched for events leaving before it counts as an outage.
+_WAIT_SLICE = 0.005
+_AWAY_GRACE = 0.2
 _INF = math.inf
 
 
@@ -244,7 +253,7 @@ def metric_record(
 
 
 class AgentEvents:
-    """Publish outcome, error and metric events from an agent without ever blocking it.
+    """Publish outcome, error and metric events from an agent; nothing lost while the broker is reachable.
 
     Parameters
     ----------
@@ -253,7 +262,11 @@ class AgentEvents:
     settings
         Loaded :class:`~streams.settings.Settings`; read from the environment when omitted.
     max_buffer
-        Events held while the broker is unreachable (``sdk_max_buffer``); beyond it events are dropped and counted.
+        Events librdkafka's queue holds (``sdk_max_buffer``). While the broker is away, beyond it events are
+        dropped and counted.
+    max_block_ms
+        How long a call waits for room in a full queue while the broker is reachable (``sdk_max_block_ms``,
+        Kafka's ``max.block.ms``); an event that found none by then is dropped and counted. 0: never wait.
     """
 
     def __init__(
@@ -262,10 +275,12 @@ class AgentEvents:
         *,
         settings: Settings | None = None,
         max_buffer: int | None = None,
+        max_block_ms: int | None = None,
         producer_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings or Settings.load()
         buffer = max_buffer or self.settings.sdk_max_buffer
+        self.max_block = (self.settings.sdk_max_block_ms if max_block_ms is None else max_block_ms) / 1000
         conf = self.settings.kafka_config(
             **{
                 "enable.idempotence": True,
@@ -279,6 +294,7 @@ class AgentEvents:
                 "partitioner": "murmur2_random",  # Java-compatible: the workers (aiokafka) place keys alike
                 "logger": logging.getLogger("reverify.sdk.librdkafka"),
                 "on_delivery": self._on_delivery,
+                "error_cb": self._on_error,
             }
         )
         if bootstrap:
@@ -303,6 +319,11 @@ class AgentEvents:
         self.sent = 0
         self.dropped = 0
         self.failed = 0
+        self.waited = 0  # calls that found the queue full and waited for room
+        # Set when librdkafka reports every broker down; cleared once the queue is seen to move again. While it
+        # is set a full queue drops at once, since waiting would only block the agent.
+        self._broker_away = False
+        self._away_queue: int | None = None  # the queue length when a full queue last dropped while away
 
     def _event_id(self, event_id: str | None) -> str:
         if event_id is not None:
@@ -465,11 +486,63 @@ class AgentEvents:
         try:
             self._producer.produce(topic, value, key.encode())
         except BufferError:
-            self._drop()
-            return
+            if not self._wait_for_room(topic, key.encode(), value):
+                self._drop()
+                return
         self.sent += 1
         if not self.sent % _POLL_EVERY:
             self._producer.poll(0)
+
+    def _wait_for_room(self, topic: str, key: bytes, value: bytes) -> bool:
+        """Produce into a full queue once there is room; ``False`` when the broker is away or ``max_block`` ran out.
+
+        Serving delivery reports is what frees room: librdkafka removes an acknowledged event from the queue
+        when its report is served.
+        """
+        producer = self._producer
+        if self._broker_away and not self._queue_moves():
+            return False
+        self.waited += 1
+        deadline = time.monotonic() + self.max_block
+        while True:
+            producer.poll(_WAIT_SLICE)
+            try:
+                producer.produce(topic, value, key)
+                return True
+            except BufferError:
+                pass
+            if time.monotonic() >= deadline or (self._broker_away and not self._queue_moves()):
+                return False
+
+    def _queue_moves(self) -> bool:
+        """While the broker was reported away: whether events leave the queue again (it is back, or never went).
+
+        Asked with a full queue. The first time in an outage it watches the queue for a moment (a report of
+        every broker down may be a passing reconnection); after that it compares with the length it saw last, so
+        that while the broker stays away a call drops at once instead of waiting.
+        """
+        producer = self._producer
+        producer.poll(0)
+        queued = len(producer)
+        if self._away_queue is None:
+            deadline = time.monotonic() + _AWAY_GRACE
+            while len(producer) >= queued and time.monotonic() < deadline:
+                producer.poll(_WAIT_SLICE)
+            moved = len(producer) < queued
+        else:
+            moved = queued < self._away_queue
+        if moved:
+            self._broker_away, self._away_queue = False, None
+        else:
+            self._away_queue = len(producer)
+        return moved
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal():
+            self._broker_away = True
+            log.warning("reverify: %s", err)
+        else:  # a broker connection failing now and then; librdkafka retries it
+            log.debug("reverify: %s", err)
 
     def _drop(self) -> None:
         with self._lock:

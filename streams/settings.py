@@ -49,6 +49,7 @@ class Settings:
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
     sdk_max_buffer: int = 100_000
+    sdk_max_block_ms: int = 60_000
     sdk_spool_dir: str = ""
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = ""
@@ -100,6 +101,8 @@ class Settings:
         for name in ("partitions", "sdk_max_buffer"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} = {getattr(self, name)} is not allowed; use a whole number >= 1")
+        if self.sdk_max_block_ms < 0:
+            raise SettingsError(f"sdk_max_block_ms = {self.sdk_max_block_ms} is not allowed; use milliseconds >= 0")
         for name in ("metrics_port", "web_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise SettingsError(f"{name} = {getattr(self, name)} is not allowed; use a port 0-65535 (0 = off)")

@@ -27,23 +27,25 @@ from reverify.streams.settings import Settings
 from reverify.streams.topics import ensure_topics
 
 
+def record(i: int) -> dict:
+    """The keyword arguments of outcome ``i``."""
+    return dict(
+        agent_name=f"agent{i % 50}",
+        task_type=f"task{i % 5}",
+        variant_id=f"v{i % 3}",
+        success=i % 7 != 0,
+        reward=(i % 100) / 100,
+        latency_ms=float(100 + i % 900),
+        cost_usd=0.002,
+        tokens_in=500,
+        tokens_out=120,
+        features={"intent_score": float(i % 97)},
+        ts=1_700_000_000_000 + i,
+    )
+
+
 def records(n: int) -> list[dict]:
-    return [
-        dict(
-            agent_name=f"agent{i % 50}",
-            task_type=f"task{i % 5}",
-            variant_id=f"v{i % 3}",
-            success=i % 7 != 0,
-            reward=(i % 100) / 100,
-            latency_ms=float(100 + i % 900),
-            cost_usd=0.002,
-            tokens_in=500,
-            tokens_out=120,
-            features={"intent_score": float(i % 97)},
-            ts=1_700_000_000_000 + i,
-        )
-        for i in range(n)
-    ]
+    return [record(i) for i in range(n)]
 
 
 def bench_sdk(settings: Settings, rows: list[dict]) -> tuple[float, float]:

@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -53,6 +54,17 @@ def publish(settings: Settings, n: int, seed: int = 0) -> None:
                 ts=1_700_000_000_000 + i,
             )
         assert events.flush(120) == 0
+    # The broker was reachable throughout: a full queue waits for room, so nothing may be dropped.
+    assert events.dropped == 0 and events.failed == 0, (events.dropped, events.failed)
+
+
+def wait_until(done: Any, what: str, seconds: float, poll: float = 0.02) -> None:
+    """Poll ``done()`` until it is true; after ``seconds`` stop the bench, saying what did not happen."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench_worker: {what} within {seconds:.0f} s")
+        time.sleep(poll)
 
 
 def bare_rate(settings: Settings, n: int) -> tuple[float, float]:
@@ -62,7 +74,10 @@ def bare_rate(settings: Settings, n: int) -> tuple[float, float]:
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
     seen, start, cpu = 0, time.perf_counter(), time.process_time()
+    deadline = time.monotonic() + 600
     while seen < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench_worker: the bare loop read {seen:,} of {n:,} events within 600 s")
         for msg in consumer.consume(1000, 1.0):
             if msg.error() is None:
                 decode_as("AgentOutcome", msg.value())
@@ -176,11 +191,15 @@ def main(n: int = 200_000) -> None:
             # Timed from the moment the worker owns its partitions (start-up and the group join are not
             # throughput) to the last event applied; timing from its first counted event would miss the first
             # fetch, which may be most of the backlog.
-            while not ready(web_port):
-                time.sleep(0.02)
+            wait_until(lambda: ready(web_port), "the worker was not ready", 120)
             start, cpu = time.perf_counter(), cpu_seconds(proc.pid)
             last, half, half_at = 0.0, 0.0, start
+            deadline = time.monotonic() + 1800
             while last < n:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit(
+                        f"bench_worker: the worker applied {last:,.0f} of {n:,} events (exited, or 1800 s passed)"
+                    )
                 # polled often enough to time the end within ~2 %
                 time.sleep(0.25)
                 last = consumed(metrics_port)

@@ -106,6 +106,18 @@ def test_buffers_while_broker_is_down_and_delivers_after(tmp_path):
     events.close(timeout=0)
 
 
+def test_a_burst_into_a_small_queue_waits_for_room_and_loses_nothing(settings: Settings):
+    n = 30_000
+    with AgentEvents(settings=settings, max_buffer=200) as events:
+        for i in range(n):
+            events.outcome(agent_name=f"b{i % 5}", task_type="t", variant_id="v1", success=True, reward=0.5, ts=i)
+        assert events.flush(60) == 0
+    assert events.dropped == 0 and events.failed == 0 and events.sent == n
+    assert events.waited > 100, events.waited  # the full-queue path was taken, many times
+    got = consume_all(settings, "agent.outcomes", n)
+    assert len(got) == n and len({r["event_id"] for r in got}) == n
+
+
 def test_full_buffer_drops_are_counted_not_silent(caplog):
     settings = Settings.load(env={"REVERIFY_KAFKA": f"127.0.0.1:{free_port()}"}, path=None)
     events = AgentEvents(settings=settings, max_buffer=100)
