@@ -242,7 +242,7 @@ def parse_cases(raws: Iterable[Mapping[str, Any]], settings: AssuranceSettings |
     >>> parse_cases([{"name": "a", "evidence": "succes_rate", "threshold_min": 2, "window": "5 fortnights"}])
     Traceback (most recent call last):
     ...
-    reverify.processors.assurance.AssuranceConfigError: case a: field evidence: 'succes_rate' is not an evidence kind (did you mean success_rate?); allowed: success_rate, error_rate, reward_mean, latency_p50, latency_p95, latency_p99, cost_mean, q_value, psi:FEATURE, ks_p:FEATURE, ks:FEATURE, metric:NAME, rate:NAME
+    reverify.processors.assurance.evaluator.AssuranceConfigError: case a: field evidence: 'succes_rate' is not an evidence kind (did you mean success_rate?); allowed: success_rate, error_rate, reward_mean, latency_p50, latency_p95, latency_p99, cost_mean, q_value, psi:FEATURE, ks_p:FEATURE, ks:FEATURE, metric:NAME, rate:NAME
     case a: field window: '5 fortnights' is not allowed; use 'N events' or a duration such as '500ms', '30s', '5m', '2h', '1d', '2w'
     """
     settings = settings or AssuranceSettings()
