@@ -16,6 +16,7 @@ from reverify.processors.assurance import (
     parse_cases,
     parse_duration,
 )
+from reverify.processors.assurance.evidence import measure
 from reverify.schemas import encode
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "streams" / "assurance.example.toml"
@@ -231,7 +232,7 @@ def test_sample_evidence_kinds(evidence, kind, make, expected):
     last = results(out)[-1]
     assert last["verdict"] == "passed" and last["sample_size"] == 5  # judged once min_evidence was met
     # the value over the full window of ten, as the next verdict would report it
-    value, n, _ = ev._measure(ev.cases[0], next(iter(ev._groups["c"].values())), 10 * S)
+    value, n, _ = measure(ev.cases[0], next(iter(ev._groups["c"].values())).window, 10 * S)
     assert n == 10 and value == pytest.approx(expected)
     # with a threshold just below the value the case passes, just above it fails
     for bound, verdict in ((expected - 1e-6, "passed"), (expected + 1e-6, "failed")):
@@ -335,7 +336,7 @@ def test_hysteresis_fire_below_080_resolve_above_085():
     # 0.80 <= rate < 0.85: would pass without hysteresis, stays failed
     out = feed(ev, [outcome((20 + i) * S, success=True) for i in range(2)])
     assert results(ev.tick(22 * S)) == []
-    value = ev._measure(ev.cases[0], next(iter(ev._groups["c"].values())), 22 * S)[0]
+    value = measure(ev.cases[0], next(iter(ev._groups["c"].values())).window, 22 * S)[0]
     assert 0.8 <= value < 0.85 and verdicts(out) == []
     out = feed(ev, [outcome((30 + i) * S) for i in range(10)])
     assert verdicts(out) == ["passed"] and alerts(out) == ["resolved"]
