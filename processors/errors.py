@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reverify.processors.alerting import AlertManager
+from reverify.processors.applied import AppliedOffsets
 from reverify.processors.base import Emission, derive_id
 from reverify.processors.degradation_levels import COMPONENT_LEVELS, level_for_components, level_name
 from reverify.schemas.fields import ERROR_SEVERITIES
@@ -279,14 +280,14 @@ class ErrorMonitor:
         self._agents: dict[str, _Tally] = {}
         self._components: dict[str, dict[str, tuple[_Tally, CircuitBreaker]]] = {}
         self._levels: dict[str, int] = {}
-        self._offsets: dict[str, dict[int, int]] = {"error": {}, "outcome": {}}
+        self._offsets = {"error": AppliedOffsets(), "outcome": AppliedOffsets()}
         self._now = 0
 
     # ------------------------------------------------------------------ inputs
 
     def on_error(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
         """Apply one ``AgentError``; returns control records and alerts."""
-        if self._replayed("error", offset):
+        if self._offsets["error"].replayed(offset):
             return []
         ts = int(event["ts"])
         self._now = max(self._now, ts)
@@ -312,7 +313,7 @@ class ErrorMonitor:
         separated) when the agent says; otherwise every component of the agent
         seen so far.
         """
-        if self._replayed("outcome", offset):
+        if self._offsets["outcome"].replayed(offset):
             return []
         ts = int(event["ts"])
         if ts > self._now:
@@ -376,7 +377,7 @@ class ErrorMonitor:
         return {
             "version": 1,
             "now": self._now,
-            "offsets": {k: {str(p): o for p, o in v.items()} for k, v in self._offsets.items()},
+            "offsets": {k: v.to_dict() for k, v in self._offsets.items()},
             "agents": {a: t.to_dict() for a, t in self._agents.items()},
             "components": {
                 a: {c: {"tally": t.to_dict(), "breaker": b.to_dict()} for c, (t, b) in comps.items()}
@@ -403,9 +404,8 @@ class ErrorMonitor:
             mon = cls(settings, alerts, component_levels, settings_version)
         w = mon.settings.window
         mon._now = int(data.get("now", 0))
-        mon._offsets = {k: {int(p): int(o) for p, o in v.items()} for k, v in data.get("offsets", {}).items()}
-        mon._offsets.setdefault("error", {})
-        mon._offsets.setdefault("outcome", {})
+        offsets = data.get("offsets", {})
+        mon._offsets = {k: AppliedOffsets.from_dict(offsets.get(k, {})) for k in ("error", "outcome")}
         mon._agents = {a: _Tally.from_dict(w, t) for a, t in data.get("agents", {}).items()}
         for a, comps in data.get("components", {}).items():
             for c, raw in comps.items():
@@ -415,16 +415,6 @@ class ErrorMonitor:
         return mon
 
     # ------------------------------------------------------------------ internals
-
-    def _replayed(self, stream: str, offset: tuple[int, int] | None) -> bool:
-        if offset is None:
-            return False
-        partition, off = offset
-        seen = self._offsets[stream]
-        if partition in seen and off <= seen[partition]:
-            return True
-        seen[partition] = off
-        return False
 
     def _agent(self, agent: str) -> _Tally:
         tally = self._agents.get(agent)

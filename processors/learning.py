@@ -55,10 +55,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from reverify.processors.applied import AppliedOffsets
 from reverify.processors.base import Emission, derive_id, make_alert, short_hex
 from reverify.processors.degradation import DegradationAlarm, DegradationDetector
 from reverify.processors.qvalues import ArmStats
 from reverify.processors.safety import AUTO_APPLY, HUMAN_APPROVAL, classify, decide, prob_beats
+
+# The inputs a loop applies, each with its own replay guard.
+_INPUT_KINDS = ("outcomes", "errors", "approvals")
 
 __all__ = ["LearningLoop", "LearningSettings"]
 
@@ -140,29 +144,13 @@ class LearningLoop:
         self.last_rollback: dict[str, int] = {}  # "a|b" (sorted pair) -> ts of the last rollback between them
         self.promoted_at: dict[str, int] = {}  # variant -> arm.n when it became active
         self.held: dict[str, tuple[int, str]] = {}  # variant -> (ts, event_id) of its latest unpublished update
-        self.offsets: dict[str, int] = {}
+        self.offsets = {kind: AppliedOffsets() for kind in _INPUT_KINDS}
         # Firing rollback alerts of this agent/task by fingerprint, until they resolve (module docstring): what
         # the resolved Alert repeats (title, labels, starts_at), the variant active since the alarm ("watch")
         # and its n then ("n0"). Every open alert watches the active variant: an activation resolves them all.
         self.open_alerts: dict[str, dict[str, Any]] = {}
-        self._offset_keys: dict[tuple[Any, ...], str] = {}
         s = self.settings
         self._thresholds = (s.auto_apply_q, s.auto_apply_n, s.approval_q, s.approval_n, s.promotion_probability)
-
-    # -- replay protection ---------------------------------------------------------------------------
-
-    def _seen(self, kind: str, offset: tuple[Any, ...] | None) -> bool:
-        """True when ``offset`` was already applied; otherwise record it. ``offset`` ends with the offset."""
-        if offset is None:
-            return False
-        head = (kind, offset[0]) if len(offset) == 2 else (kind, *offset[:-1])
-        key = self._offset_keys.get(head)
-        if key is None:
-            key = self._offset_keys[head] = ":".join([kind, *(str(p) for p in offset[:-1])])
-        if offset[-1] <= self.offsets.get(key, -1):
-            return True
-        self.offsets[key] = int(offset[-1])
-        return False
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -483,7 +471,7 @@ class LearningLoop:
         self, event: dict[str, Any], offset: tuple[Any, ...] | None = None, *, max_next_q: float | None = None
     ) -> list[Emission]:
         """Apply one ``AgentOutcome``; ``max_next_q`` is ``max_a Q(next_state, a)`` when the shell knows it."""
-        if self._seen("outcomes", offset):
+        if self.offsets["outcomes"].replayed(offset):
             return []
         variant, ts, cause = event["variant_id"], int(event["ts"]), event["event_id"]
         out: list[Emission] = []
@@ -504,7 +492,7 @@ class LearningLoop:
 
     def on_error(self, event: dict[str, Any], offset: tuple[Any, ...] | None = None) -> list[Emission]:
         """Apply one ``AgentError``; pipeline errors and errors naming no variant never count."""
-        if self._seen("errors", offset) or event.get("pipeline") or not event.get("variant_id"):
+        if self.offsets["errors"].replayed(offset) or event.get("pipeline") or not event.get("variant_id"):
             return []
         variant, ts, cause = event["variant_id"], int(event["ts"]), event["event_id"]
         self._arm(variant).record_error()
@@ -535,7 +523,7 @@ class LearningLoop:
 
     def on_approval(self, event: dict[str, Any], offset: tuple[Any, ...] | None = None) -> list[Emission]:
         """Apply one ``Approval``: an approved pending proposal makes its variant active."""
-        if self._seen("approvals", offset):
+        if self.offsets["approvals"].replayed(offset):
             return []
         variant = self.proposals.pop(event["proposal_id"], None)
         if variant is None or not event["approved"] or variant == self.active:
@@ -559,7 +547,8 @@ class LearningLoop:
             "last_rollback": dict(self.last_rollback),
             "promoted_at": dict(self.promoted_at),
             "held": {k: list(v) for k, v in self.held.items()},
-            "offsets": dict(self.offsets),
+            # one flat map, "outcomes:0" -> offset, as before the replay guard was shared
+            "offsets": {f"{kind}:{k}": v for kind, a in self.offsets.items() for k, v in a.to_dict().items()},
             "open_alerts": {fp: dict(info) for fp, info in self.open_alerts.items()},
         }
 
@@ -578,7 +567,11 @@ class LearningLoop:
         loop.last_rollback = {k: int(v) for k, v in data["last_rollback"].items()}
         loop.promoted_at = {k: int(v) for k, v in data["promoted_at"].items()}
         loop.held = {k: (int(ts), str(cause)) for k, (ts, cause) in data.get("held", {}).items()}
-        loop.offsets = {k: int(v) for k, v in data["offsets"].items()}
+        by_kind: dict[str, dict[str, int]] = {kind: {} for kind in _INPUT_KINDS}
+        for key, offset in data["offsets"].items():
+            kind, _, where = key.partition(":")
+            by_kind.setdefault(kind, {})[where] = offset
+        loop.offsets = {kind: AppliedOffsets.from_dict(offsets) for kind, offsets in by_kind.items()}
         # Absent from state written before alerts resolved.
         loop.open_alerts = {fp: dict(info) for fp, info in data.get("open_alerts", {}).items()}
         return loop

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reverify.processors.alerting import AlertManager
+from reverify.processors.applied import AppliedOffsets
 from reverify.processors.assurance.cases import SCOPE_KEYS, AssuranceCase
 from reverify.processors.assurance.evidence import LatestWindow, SampleWindow, measure, new_window, observe
 from reverify.processors.base import Emission, derive_id
@@ -94,7 +95,7 @@ class AssuranceEvaluator:
         self._cases: dict[str, AssuranceCase] = {}
         self._groups: dict[str, dict[tuple[str, ...], _Group]] = {}
         self._index: dict[str, dict[str | None, list[AssuranceCase]]] = {}
-        self._offsets: dict[str, dict[int, int]] = {}
+        self._offsets: dict[str, AppliedOffsets] = {}
         self._pauses: dict[str, set[str]] = {}  # agent -> members (case/group) pausing it
         self._degrades: dict[str, dict[str, int]] = {}  # agent -> member -> level
         self._now = 0
@@ -187,7 +188,7 @@ class AssuranceEvaluator:
         return {
             "version": 1,
             "now": self._now,
-            "offsets": {k: {str(p): o for p, o in v.items()} for k, v in self._offsets.items()},
+            "offsets": {k: v.to_dict() for k, v in self._offsets.items()},
             "cases": cases,
             "pauses": {a: sorted(m) for a, m in self._pauses.items()},
             "degrades": {a: dict(m) for a, m in self._degrades.items()},
@@ -207,7 +208,7 @@ class AssuranceEvaluator:
         if alerts is None and data.get("alerts") is not None:
             ev.alerts = AlertManager.from_dict(data["alerts"])
         ev._now = int(data.get("now", 0))
-        ev._offsets = {k: {int(p): int(o) for p, o in v.items()} for k, v in data.get("offsets", {}).items()}
+        ev._offsets = {k: AppliedOffsets.from_dict(v) for k, v in data.get("offsets", {}).items()}
         for name, saved in data.get("cases", {}).items():
             case = ev._cases.get(name)
             if case is None or saved["definition"] != case.to_dict():
@@ -236,11 +237,11 @@ class AssuranceEvaluator:
 
     def _consume(self, stream: str, event: Mapping[str, Any], offset: tuple[int, int] | None) -> list[Emission]:
         if offset is not None:
-            partition, off = offset
-            seen = self._offsets.setdefault(stream, {})
-            if partition in seen and off <= seen[partition]:
+            applied = self._offsets.get(stream)
+            if applied is None:
+                applied = self._offsets[stream] = AppliedOffsets()
+            if applied.replayed(offset):
                 return []  # a replay after a crash: already applied
-            seen[partition] = off
         ts = int(event["ts"])
         self._now = max(self._now, ts)
         by_agent = self._index.get(stream)
