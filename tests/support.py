@@ -199,3 +199,29 @@ def publish_feature(
             features={feature: rng.gauss(mean, 10.0)},
             ts=1_700_000_000_000 + 1000 * i,
         )
+
+
+def uninterrupted_qvalues(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The latest QValue per arm of an uninterrupted run over ``agent.outcomes``: learning loops fed in partition
+    order in this process, the worker's decisions without a crash, a restart or a rebalance."""
+    from reverify.processors.learning import LearningLoop, LearningSettings
+
+    loops: dict[tuple[str, str], LearningLoop] = {}
+    latest: dict[str, dict[str, Any]] = {}
+    for partition, offset, record in sorted(read_all(settings, "agent.outcomes"), key=lambda r: r[:2]):
+        key = (record["agent_name"], record["task_type"])
+        loop = loops.setdefault(key, LearningLoop(*key, LearningSettings(publish_interval_ms=0)))
+        for e in loop.on_outcome(record, ("agent.outcomes", partition, offset)):
+            if e.record_type == "QValue":
+                latest[e.key] = e.value
+    return latest
+
+
+def latest_qvalues(settings: Settings) -> tuple[dict[str, dict[str, Any]], int]:
+    """The last QValue per arm on ``crl.qvalues``, and how many QValues repeat an earlier one's event id (replays)."""
+    latest: dict[str, dict[str, Any]] = {}
+    per_event: dict[str, int] = {}
+    for _p, _o, record in read_all(settings, "crl.qvalues"):
+        latest[f"{record['agent_name']}/{record['task_type']}/{record['variant_id']}"] = record
+        per_event[record["event_id"]] = per_event.get(record["event_id"], 0) + 1
+    return latest, sum(c - 1 for c in per_event.values())

@@ -14,16 +14,13 @@ import os
 import random
 import signal
 import time
-from collections import defaultdict
-from typing import Any
 
 import pytest
-from reverify.processors.learning import LearningLoop, LearningSettings
 from reverify.streams.client import AgentEvents
 from reverify.streams.embedded import free_port
 from reverify.streams.settings import Settings
 
-from tests.support import WorkerProcess, read_all
+from tests.support import WorkerProcess, latest_qvalues, read_all, uninterrupted_qvalues
 
 pytestmark = pytest.mark.integration
 
@@ -58,33 +55,9 @@ def _publish(settings: Settings) -> None:
         assert events.flush(120) == 0
 
 
-def _expected(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The latest QValue per key of an uninterrupted run: the learning loops fed in partition order."""
-    loops: dict[tuple[str, str], LearningLoop] = {}
-    latest: dict[str, dict[str, Any]] = {}
-    for partition, offset, record in sorted(read_all(settings, "agent.outcomes"), key=lambda r: r[:2]):
-        key = (record["agent_name"], record["task_type"])
-        loop = loops.setdefault(key, LearningLoop(*key, LearningSettings(publish_interval_ms=0)))
-        for e in loop.on_outcome(record, ("agent.outcomes", partition, offset)):
-            if e.record_type == "QValue":
-                latest[e.key] = e.value
-    return latest
-
-
-def _latest_qvalues(settings: Settings) -> tuple[dict[str, dict[str, Any]], int]:
-    latest: dict[str, dict[str, Any]] = {}
-    per_event: dict[str, int] = defaultdict(int)
-    for _p, _o, record in read_all(settings, "crl.qvalues"):
-        key = f"{record['agent_name']}/{record['task_type']}/{record['variant_id']}"
-        latest[key] = record
-        per_event[record["event_id"]] += 1
-    replayed = sum(c - 1 for c in per_event.values())
-    return latest, replayed
-
-
 def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_qvalues(settings: Settings) -> None:
     _publish(settings)
-    expected = _expected(settings)
+    expected = uninterrupted_qvalues(settings)
     assert len(expected) == AGENTS * TASKS * VARIANTS
     first = _start(settings)
     try:
@@ -104,7 +77,7 @@ def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_qvalues(settings
     try:
         deadline = time.monotonic() + 240
         while True:
-            latest, replayed = _latest_qvalues(settings)
+            latest, replayed = latest_qvalues(settings)
             done = len(latest) == len(expected) and all(
                 latest[k]["event_id"] == v["event_id"] for k, v in expected.items()
             )
