@@ -43,7 +43,9 @@ COMMAND_ARGS: dict[str, tuple[str, ...]] = {
     "silence": ("matchers", "until_ms"),
     "rollback": (),
 }
-_MAPS = ("features", "attributes", "args")
+# Maps whose keys and values are names or labels, bounded as strings are. A command's args are not: a pinned
+# baseline's values, as JSON, run to thousands of characters.
+_MAPS = ("features", "attributes")
 _NUMBERS = {
     "AgentOutcome": OUTCOME_NUMBERS,
     "AgentMetric": ("value",),

@@ -111,7 +111,7 @@ def _hostile(rng: random.Random) -> list[tuple[str, bytes | None, bytes, str]]:
         ("control.commands", key, encode("Command", _command("silence", matchers="{}", until_ms="9")), "matchers"),
         ("control.commands", key, encode("Command", _command("silence", matchers='{"a": "b"}', until_ms="x")), "parse"),
         ("control.commands", key, encode("Command", _command("rollback", value="high")), "parse"),
-        ("control.commands", key, encode("Command", _command("ack", fingerprint=HUGE)), "limit is 4096"),
+        ("control.commands", key, encode("Command", {**_command("ack", fingerprint="f"), "by": HUGE}), "limit is 4096"),
     ]
     assert {topic for topic, *_ in out} == set(INPUTS), "every input topic gets hostile inputs"
     return out

@@ -4,6 +4,7 @@ costs and token counts are never negative."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from typing import Any
 
@@ -63,3 +64,10 @@ def test_negative_amounts_are_named() -> None:
     assert check_input("AgentOutcome", {**GOOD, "latency_ms": -1.0}) == "latency_ms = -1.0 is negative"
     assert check_input("AgentOutcome", {**GOOD, "cost_usd": -5.0}, MAX_STRING) == "cost_usd = -5.0 is negative"
     assert check_input("AgentOutcome", {**GOOD, "tokens_out": -2}) == "tokens_out = -2 is negative"
+
+
+def test_a_pinned_baseline_of_many_values_is_a_usable_command() -> None:
+    values = json.dumps([i / 7 for i in range(2000)])  # ~40,000 characters: args are not bounded like names
+    record = {"command": "baseline_pin", "args": {"feature": "x", "values": values}, "by": "ana"}
+    assert check_input("Command", record, len(values) + 50) is None
+    assert check_input("Command", {**record, "args": {"feature": "x", "values": "[1]"}}) is not None
