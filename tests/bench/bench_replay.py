@@ -1,13 +1,14 @@
 """Benchmark of ``reverify replay``: outcomes per CPU second, beside baselines measured in the same run.
 
-Run ``python tests/bench/bench_replay.py [--outcomes 100000] [--agents 20]``. Not collected by pytest.
+Run ``python tests/bench/bench_replay.py [--outcomes 100000] [--agents 20] [--rounds 3]``. Not collected by pytest.
 
 The stream: ``--agents`` agents x 3 variants, one task, binary success at p = 0.9 with a continuous reward,
 latency and cost, one feature; every rule on at its defaults (learning loop and its degradation trigger,
 drift on reward / latency / cost / the feature, the error monitor, alerting). Outcomes are 10 ms apart, so
 the worker's timers (time-driven work every second, held Q-values) run as they would live.
 
-Prints, in CPU seconds of this process (one core):
+Prints medians over ``--rounds`` rounds, each round timing every side in turn (the machine's load then weighs on all
+sides alike), in CPU seconds of this process (one core):
 
 - ``replay``: :func:`streams.replay.replay` over the JSON lines (SDK record building, encoding, the worker's
   input step, the pipelines, the timers); the one-off drift calibration (``warm_caches``, as a worker does
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -98,24 +100,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outcomes", type=int, default=100_000)
     parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     n = args.outcomes
     lines = make_lines(n, args.agents)
 
     warm, _ = cpu(lambda: warm_caches(PipelineConfig().drift))
-    t_replay, out = cpu(lambda: sum(1 for _ in replay(lines)))
-    t_json_out, _ = cpu(lambda: sum(len(json_line(*e)) for e in replay(lines)))
-    t_loads, _ = cpu(lambda: [json.loads(line) for line in lines])
-    t_direct = pipelines_directly(lines, batch=100)  # replay's batches end at each second: 100 outcomes here
-
+    rounds: list[tuple[float, float, float, float]] = []
+    for _ in range(args.rounds):
+        t_replay, out = cpu(lambda: sum(1 for _ in replay(lines)))
+        t_json_out, _ = cpu(lambda: sum(len(json_line(*e)) for e in replay(lines)))
+        t_loads, _ = cpu(lambda: [json.loads(line) for line in lines])
+        t_direct = pipelines_directly(lines, batch=100)  # replay's batches end at each second: 100 outcomes here
+        rounds.append((t_replay, t_json_out, t_loads, t_direct))
+    t_replay, t_json_out, t_loads, t_direct = (statistics.median(r[i] for r in rounds) for i in range(4))
+    print("replay outcomes/CPU s by round:", ", ".join(f"{n / r[0]:,.0f}" for r in rounds))
     rate = n / t_replay
     print(f"{n:,} outcomes of {args.agents} agents x 3 variants, every rule at its defaults; {out:,} records emitted")
     print(f"drift calibration once at start (warm_caches): {warm:.2f} CPU s")
     print(f"{'':28} {'outcomes/CPU s':>15} {'replay / it':>12}")
-    print(f"{'replay':28} {rate:>15,.0f} {'':>12}")
-    print(f"{'replay + --json lines':28} {n / t_json_out:>15,.0f} {t_replay / t_json_out:>12.2f}")
-    print(f"{'baseline: json.loads':28} {n / t_loads:>15,.0f} {t_loads / t_replay:>12.3f}")
-    print(f"{'baseline: pipelines directly':28} {n / t_direct:>15,.0f} {t_direct / t_replay:>12.2f}")
+    print(f"{'replay':28} {rate:>15,.0f} {1:>12.2f}")
+    for name, t in (("replay + --json lines", t_json_out), ("baseline: json.loads", t_loads),
+                    ("baseline: pipelines directly", t_direct)):  # fmt: skip
+        print(f"{name:28} {n / t:>15,.0f} {t / t_replay:>12.3f}")
     print(f"target >= 20,000 outcomes/s: {'met' if rate >= 20_000 else 'NOT met'}")
 
 
