@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 from reverify.processors.drift import DriftMonitor, DriftSettings, evaluate_looks
-from reverify.processors.drift_calibration import KS_MEMO
+from reverify.processors.drift.calibration import KS_MEMO
 
 T0 = 1_700_000_000_000
 WINDOW_STATE = ("ring", "blocks", "block_ts", "sums", "cells")  # the bank rows that grow with the window

@@ -431,7 +431,7 @@ def test_calibration_of_a_new_baseline_reuses_the_rank_threshold() -> None:
 
 
 def test_bootstrap_calibration_depends_on_the_tie_pattern_only() -> None:
-    from reverify.processors.drift_calibration import _threshold, _threshold_for, simulate_max_statistic
+    from reverify.processors.drift.calibration import _threshold, _threshold_for, simulate_max_statistic
 
     s = SETTINGS
     rng = np.random.default_rng(3)

@@ -73,7 +73,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from reverify.processors.base import Emission, derive_id, make_alert, pack_array, unpack_array
-from reverify.processors.drift_calibration import (
+from reverify.processors.drift.calibration import (
     KS_MEMO,
     calibrate_threshold,
     ks_exact,
