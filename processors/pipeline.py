@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from reverify.processors.alerting import AlertingSettings, AlertManager
 from reverify.processors.assurance import AssuranceCase, AssuranceEvaluator, parse_cases
 from reverify.processors.base import Emission
-from reverify.processors.drift import DriftProcessor, DriftSettings, evaluate_looks
+from reverify.processors.drift import DriftProcessor, DriftSettings, feed_fetch
 from reverify.processors.errors import ErrorMonitor, ErrorSettings
 from reverify.processors.learning import LearningLoop, LearningSettings
 
@@ -65,17 +65,6 @@ class PipelineConfig:
         return cls(learning, drift, alerting, errors, cases, version)
 
 
-@dataclass
-class PendingOutcome:
-    """An outcome applied up to its drift looks (:meth:`AgentPipeline.start`): what it emitted so far and the
-    drift monitors whose look is due."""
-
-    record: dict[str, Any]
-    offset: tuple[int, int]
-    out: list[Emission]
-    due: list[Any]
-
-
 class AgentPipeline:
     """Routes one agent's decoded inputs to its processors and returns what they emit."""
 
@@ -100,23 +89,35 @@ class AgentPipeline:
 
     def on_event(self, record_type: str, record: dict[str, Any], offset: tuple[int, int]) -> list[Emission]:
         """Apply one input; every processor skips an offset it already applied (a replay)."""
-        out, pending = self.start(record_type, record, offset)
-        return out if pending is None else self.finish(pending, evaluate_looks(pending.due))
+        out: list[Emission] = []
+        feed_fetch([self.feed([(record_type, record, offset)], out.extend)])
+        return out
 
-    def start(
-        self, record_type: str, record: dict[str, Any], offset: tuple[int, int]
-    ) -> tuple[list[Emission], PendingOutcome | None]:
-        """:meth:`on_event`, except that an outcome whose drift looks fall due stops before them.
+    def feed(self, inputs: Sequence[Input], emit: Callable[[list[Emission]], None]) -> AgentFeed:
+        """This agent's ``inputs`` (in order) as a :class:`~processors.drift.LookFeed`: :func:`~processors.drift.
+        feed_fetch` applies them, with the drift looks of every agent of a fetch taken together; ``emit`` gets each
+        input's emissions, exactly what :meth:`on_event` returns for it, in input order.
 
-        Returns its emissions and ``None``, or no emissions yet and the :class:`PendingOutcome` that
-        :meth:`finish` completes (see :func:`apply_together`); nothing else may be applied in between.
+        >>> config = PipelineConfig()
+        >>> def outcome(agent, i):
+        ...     return ("AgentOutcome", {"event_id": f"{agent}{i}", "ts": i, "agent_name": agent, "task_type": "t",
+        ...         "variant_id": "v1", "success": True, "reward": (i * 37 % 100) / 100, "latency_ms": 100.0 + i % 7,
+        ...         "cost_usd": None, "features": {}, "attributes": {}}, (0, i))
+        >>> inputs = {a: [outcome(a, i) for i in range(1300)] for a in ("ann", "bob")}
+        >>> together, alone = [], []
+        >>> feed_fetch([AgentPipeline(a, config).feed(xs, together.append) for a, xs in inputs.items()])
+        >>> for a, xs in inputs.items():
+        ...     p = AgentPipeline(a, config)
+        ...     alone += [p.on_event(*x) for x in xs]
+        >>> sorted(map(repr, together)) == sorted(map(repr, alone))
+        True
+        >>> sum(e.record_type == "DriftReport" for out in together for e in out)  # 300 values after each baseline
+        24
         """
-        if record_type == "AgentOutcome":
-            out = self.loop(record["task_type"]).on_outcome(record, offset)
-            pushed, due = self.drift.push_outcome(record, offset)
-            if due:
-                return [], PendingOutcome(record, offset, out + pushed, due)
-            return self._end_outcome(record, offset, out + pushed), None
+        return AgentFeed(self, inputs, emit)
+
+    def _apply(self, record_type: str, record: dict[str, Any], offset: tuple[int, int]) -> list[Emission]:
+        """Apply one input that is not an outcome (those go through :meth:`_outcomes`)."""
         if record_type == "AgentError":
             task = record.get("task_type")
             out = self.loops[task].on_error(record, offset) if task in self.loops else []
@@ -136,53 +137,30 @@ class AgentPipeline:
             out = self.on_command(record)
         else:
             out = []
-        return self._act(out), None
+        return self._act(out)
 
-    def run(
-        self, inputs: Sequence[Input], at: int, emit: Callable[[list[Emission]], None]
-    ) -> tuple[int, PendingOutcome | None]:
-        """:meth:`start` of ``inputs[at:]`` in turn, each one's emissions to ``emit``, until an outcome has looks due.
-
-        Returns where it stopped and that outcome (for :meth:`finish`), or ``len(inputs)`` and ``None``. A run of
-        outcomes feeds drift first, in bulk (:meth:`DriftProcessor.push_outcomes`): drift neither reads nor is read
-        by the other processors and emits nothing before a look, so each input's emissions are :meth:`on_event`'s.
-        """
-        end = len(inputs)
-        while at < end:
-            if inputs[at][0] != "AgentOutcome":
-                emit(self.start(*inputs[at])[0])  # not an outcome: never pending
-                at += 1
-                continue
-            stop = at + 1
-            while stop < end and inputs[stop][0] == "AgentOutcome":
-                stop += 1
-            at, pending = self._run_outcomes(inputs[at:stop], at, emit)
-            if pending is not None:
-                return at, pending
-        return end, None
-
-    def _run_outcomes(
-        self, run: Sequence[Input], at: int, emit: Callable[[list[Emission]], None]
-    ) -> tuple[int, PendingOutcome | None]:
-        """:meth:`run` of a run of outcomes (``at``: the first one's index in the inputs), drift fed in bulk."""
+    def _outcomes(self, run: Sequence[Input], emit: Callable[[list[Emission]], None]) -> tuple[int, _Stopped | None]:
+        """Apply a run of outcomes, drift fed in bulk (:meth:`DriftProcessor.feed`), until one has looks due: how
+        many were taken and the one that stopped. Drift neither reads nor is read by the other processors and emits
+        nothing before a look, so each outcome's emissions are :meth:`on_event`'s."""
         records, offsets = [x[1] for x in run], [x[2] for x in run]
         loop, done = self.loop, 0
         while done < len(run):
-            fed, pushed, due = self.drift.push_outcomes(records[done:], offsets[done:])
+            fed, pushed, due = self.drift.feed(records[done:], offsets[done:])
             for _, record, offset in run[done : done + fed - 1]:
                 emit(self._end_outcome(record, offset, loop(record["task_type"]).on_outcome(record, offset)))
             done += fed
             _, record, offset = run[done - 1]
             out = loop(record["task_type"]).on_outcome(record, offset) + pushed
             if due:
-                return at + done, PendingOutcome(record, offset, out, due)
+                return done, _Stopped(record, offset, out, due)
             emit(self._end_outcome(record, offset, out))
-        return at + done, None
+        return done, None
 
-    def finish(self, pending: PendingOutcome, reports: Sequence[dict[str, Any] | None]) -> list[Emission]:
-        """Complete a :meth:`start`-ed outcome with the reports :func:`~processors.drift.evaluate_looks` gave."""
-        out = pending.out + self.drift.finish_looks(pending.due, reports)
-        return self._end_outcome(pending.record, pending.offset, out)
+    def _finish(self, stopped: _Stopped, reports: Sequence[dict[str, Any] | None]) -> list[Emission]:
+        """Complete an outcome stopped at its drift looks with their reports."""
+        out = stopped.out + self.drift.finish(stopped.due, reports)
+        return self._end_outcome(stopped.record, stopped.offset, out)
 
     def _end_outcome(self, record: dict[str, Any], offset: tuple[int, int], out: list[Emission]) -> list[Emission]:
         out += self.errors.on_outcome(record, offset)
@@ -281,46 +259,48 @@ Input = tuple[str, dict[str, Any], tuple[int, int]]
 """``(record type, record, (partition, offset))`` of one decoded input."""
 
 
-def apply_together(
-    work: Iterable[tuple[AgentPipeline, Sequence[Input]]], emit: Callable[[list[Emission]], None]
-) -> None:
-    """Apply many agents' inputs, each agent's in order, with the drift looks that fall due taken together.
+@dataclass
+class _Stopped:
+    """An outcome applied up to its drift looks: what it emitted so far and the drift monitors whose look is due."""
 
-    A drift look costs mostly the fixed cost of its numpy calls, and one agent's series fall due together only
-    a few at a time, so looks of many agents are taken in one :func:`~processors.drift.evaluate_looks` pass
-    (same reports, to the bit). Each agent runs until an outcome of it has looks due and waits there; when every
-    agent waits or is done, the looks are taken and the waiting outcomes finished, and the agents go on. ``emit``
-    gets each input's emissions: per agent, exactly what :meth:`AgentPipeline.on_event` returns, in input order.
+    record: dict[str, Any]
+    offset: tuple[int, int]
+    out: list[Emission]
+    due: list[Any]
 
-    >>> config = PipelineConfig()
-    >>> def outcome(agent, i):
-    ...     return ("AgentOutcome", {"event_id": f"{agent}{i}", "ts": i, "agent_name": agent, "task_type": "t",
-    ...         "variant_id": "v1", "success": True, "reward": (i * 37 % 100) / 100, "latency_ms": 100.0 + i % 7,
-    ...         "cost_usd": None, "features": {}, "attributes": {}}, (0, i))
-    >>> inputs = {a: [outcome(a, i) for i in range(1300)] for a in ("ann", "bob")}
-    >>> together, alone = [], []
-    >>> apply_together([(AgentPipeline(a, config), xs) for a, xs in inputs.items()], together.append)
-    >>> for a, xs in inputs.items():
-    ...     p = AgentPipeline(a, config)
-    ...     alone += [p.on_event(*x) for x in xs]
-    >>> sorted(map(repr, together)) == sorted(map(repr, alone))
-    True
-    >>> sum(e.record_type == "DriftReport" for out in together for e in out)  # 300 values after each baseline
-    24
-    """
-    runs = [(pipeline, inputs, 0) for pipeline, inputs in work]
-    while runs:
-        waiting: list[tuple[AgentPipeline, Sequence[Input], int, PendingOutcome]] = []
-        for pipeline, inputs, at in runs:
-            at, pending = pipeline.run(inputs, at, emit)
-            if pending is not None:
-                waiting.append((pipeline, inputs, at, pending))
-        if not waiting:
-            return
-        reports = evaluate_looks([m for *_, pending in waiting for m in pending.due])
-        taken = 0
-        for pipeline, _, _, pending in waiting:
-            n = len(pending.due)
-            emit(pipeline.finish(pending, reports[taken : taken + n]))
-            taken += n
-        runs = [(pipeline, inputs, at) for pipeline, inputs, at, _ in waiting]
+
+class AgentFeed:
+    """One agent's inputs of a fetch as a :class:`~processors.drift.LookFeed` (see :meth:`AgentPipeline.feed`)."""
+
+    __slots__ = ("at", "emit", "inputs", "pipeline", "stopped")
+
+    def __init__(self, pipeline: AgentPipeline, inputs: Sequence[Input], emit: Callable[[list[Emission]], None]):
+        self.pipeline, self.inputs, self.emit = pipeline, inputs, emit
+        self.at = 0
+        self.stopped: _Stopped | None = None
+
+    def feed(self) -> Sequence[Any]:
+        """Apply inputs in order until an outcome has drift looks due: those monitors (none: all applied)."""
+        inputs, end, emit, pipeline = self.inputs, len(self.inputs), self.emit, self.pipeline
+        at = self.at
+        while at < end:
+            if inputs[at][0] != "AgentOutcome":
+                emit(pipeline._apply(*inputs[at]))
+                at += 1
+                continue
+            stop = at + 1
+            while stop < end and inputs[stop][0] == "AgentOutcome":
+                stop += 1
+            taken, stopped = pipeline._outcomes(inputs[at:stop], emit)
+            at += taken
+            if stopped is not None:
+                self.at, self.stopped = at, stopped
+                return stopped.due
+        self.at = end
+        return ()
+
+    def finish(self, reports: Sequence[dict[str, Any] | None]) -> None:
+        """Complete the outcome that stopped with its looks' reports."""
+        stopped, self.stopped = self.stopped, None
+        assert stopped is not None, "finish() follows a feed() that returned looks"
+        self.emit(self.pipeline._finish(stopped, reports))

@@ -55,8 +55,8 @@ import faust
 from confluent_kafka import Producer
 from reverify.processors.base import Emission
 from reverify.processors.deadletters import DeadLetterMonitor, DeadLetterSettings
-from reverify.processors.drift import warm_caches
-from reverify.processors.pipeline import AgentPipeline, apply_together
+from reverify.processors.drift import feed_fetch, warm_caches
+from reverify.processors.pipeline import AgentPipeline
 from reverify.schemas import encode
 from reverify.schemas.topics import TOPICS
 from reverify.streams import faust_transport, metrics
@@ -159,7 +159,7 @@ class PipelineShell:
 
     def process(self, messages: list[Any]) -> None:
         """Apply one fetch: group by agent, apply each agent's inputs in offset order, the drift looks of all taken
-        together (:func:`processors.pipeline.apply_together`); the states are written by :meth:`checkpoint`."""
+        together (:func:`processors.drift.feed_fetch`); the states are written by :meth:`checkpoint`."""
         if self._prepared is not None:
             prepared, self._prepared = self._prepared, None
             try:
@@ -171,7 +171,7 @@ class PipelineShell:
         now_ms = int(time.time() * 1000)
         self.unacked += faust_transport.offset_runs(messages)  # acked by the checkpoint that makes them durable
         by_agent, oldest_ts = sort_inputs(messages, self._expected, self._logical, now_ms, self.dead_letter)
-        apply_together([(self.load(agent), items) for agent, items in by_agent.items()], self.emit)
+        feed_fetch([self.load(agent).feed(items, self.emit) for agent, items in by_agent.items()])
         self.dirty.update(by_agent)
         self.producer.poll(0)
         # counted per batch: a label lookup per event cost ~6 % of the worker

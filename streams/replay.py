@@ -11,7 +11,7 @@ It takes the path an event takes live, without the broker:
    reasons (:func:`streams.inputs.sort_inputs`);
 3. the worker's pipelines apply them, one :class:`~processors.pipeline.AgentPipeline` per agent, configured
    by :meth:`PipelineConfig.from_settings <processors.pipeline.PipelineConfig.from_settings>`, in batches of
-   at most ``[worker] batch_size`` inputs (:func:`~processors.pipeline.apply_together`);
+   at most ``[worker] batch_size`` inputs (:func:`~processors.drift.feed_fetch`);
 4. the worker's timers run on the inputs' clock: every second the time-driven work
    (:meth:`AgentPipeline.tick <processors.pipeline.AgentPipeline.tick>`, the dead-letter monitor), every
    ``[learning] publish_interval_ms`` the held Q-values (:meth:`AgentPipeline.flush`), and once at the end.
@@ -48,7 +48,8 @@ from typing import Any
 
 from reverify.processors.base import Emission, derive_id
 from reverify.processors.deadletters import DeadLetterMonitor, DeadLetterSettings
-from reverify.processors.pipeline import AgentPipeline, apply_together
+from reverify.processors.drift import feed_fetch
+from reverify.processors.pipeline import AgentPipeline
 from reverify.schemas.codec import encoder
 from reverify.streams.client import AgentEvents, error_record, metric_record, outcome_record
 from reverify.streams.inputs import EXPECTED, INPUTS, Message, dead_letter_record, key_text, sort_inputs
@@ -191,7 +192,7 @@ class Replay:
         if not batch:
             return
         by_agent, _ = sort_inputs(batch, self._expected, self._logical, self._clock or 0, self._dead_letter)
-        apply_together([(self._pipeline(agent), items) for agent, items in by_agent.items()], self._emit)
+        feed_fetch([self._pipeline(agent).feed(items, self._emit) for agent, items in by_agent.items()])
 
     def _pipeline(self, agent: str) -> AgentPipeline:
         pipeline = self.pipelines.get(agent)

@@ -1,6 +1,6 @@
 """Calibrating the drift alarm to a false-alarm budget, and exact KS p-values without re-sorting.
 
-The alarm of :mod:`processors.drift` watches standardised *placement* statistics:
+The alarm of :mod:`processors.drift` (:mod:`.numeric`) watches standardised *placement* statistics:
 the placement of a value ``x`` against a baseline of ``n`` values is its midrank
 ``p = (#{b < x} + #{b <= x}) / 2n`` in ``[0, 1]``. Summed over a window, the centred
 placements are the Mann-Whitney U statistic (location); the squared deviations
@@ -50,6 +50,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from reverify.processors.drift.settings import DriftSettings
 from scipy import stats
 
 try:  # the exact two-sample routine behind ks_2samp's default method: same numbers, without its ~1 ms of overhead
@@ -59,12 +60,14 @@ except ImportError:  # pragma: no cover - a scipy that moved it: ks_pvalue falls
 
 __all__ = [
     "KS_MEMO",
+    "alarm_threshold",
     "calibrate_threshold",
     "ks_exact",
     "ks_pvalue",
     "placement_moments",
     "simulate_max_statistic",
     "tie_ranks",
+    "warm_caches",
 ]
 
 _CHUNK_VALUES = 1_000_000  # values simulated per batch of replicates: bounded memory (~30 MB), few numpy calls
@@ -331,3 +334,68 @@ def ks_pvalue(sorted_baseline: np.ndarray, left: np.ndarray, right: np.ndarray, 
         hit = (float(res.statistic), float(res.pvalue))
         KS_MEMO[key] = hit
     return hit
+
+
+def alarm_threshold(settings: DriftSettings, n: int | None = None, values: np.ndarray | None = None) -> float:
+    """The calibrated alarm threshold of a baseline of ``n`` values (default ``baseline_size``) under ``settings``.
+
+    ``values=None``: a tie-free baseline (the distribution-free rank calibration, about a second the first time,
+    then cached for the process: a worker calls this at start-up so no input waits for it); else the baseline,
+    whose ties are bootstrapped (see :func:`calibrate_threshold`).
+
+    >>> 3.5 < alarm_threshold(DriftSettings()) < 5.0
+    True
+    """
+    s = settings
+    return calibrate_threshold(
+        s.baseline_size if n is None else n,
+        s.windows,
+        s.look_every,
+        s.rate_per_value,
+        s.window // s.look_every,
+        values=values,
+        replicates=s.calibration_replicates,
+        length=s.calibration_length,
+        seed=s.calibration_seed,
+        spread_weight=s.spread_weight,
+    )
+
+
+def warm_caches(settings: DriftSettings, *, min_pvalue: float = 1e-8) -> int:
+    """Compute ahead what monitoring under ``settings`` caches per process; returns the KS p-values computed.
+
+    For ``settings`` and what each of its per-series overrides makes of them: the rank calibration
+    (:func:`alarm_threshold`) and the exact KS p-value of every report window (full, or the configured one at each
+    report look while it fills) for each statistic ``D`` a stationary window plausibly shows (down to
+    ``min_pvalue``; each costs up to 0.2 ms, a few seconds for the default windows). A worker calls this while it
+    joins its group, so the first looks of every series do not compute them in front of the inputs.
+
+    >>> s = DriftSettings(windows=(100,), window=100, calibration_replicates=20, calibration_length=2_000,
+    ...                   overrides={"*/latency_ms": {"window": 200, "windows": (200,)}})
+    >>> _ = warm_caches(s)
+    >>> (s.baseline_size, 100, 0) in KS_MEMO, (s.baseline_size, 200, 0) in KS_MEMO, warm_caches(s)
+    (True, True, 0)
+    """
+    computed = 0
+    for each in _with_overrides(settings):
+        alarm_threshold(each)
+        n = each.baseline_size
+        # the report windows, and the configured window's lengths at the report looks while it fills
+        filling = range(each.evaluate_every, each.window, each.evaluate_every)
+        for w in sorted({*each.windows, each.window, *filling}):
+            lcm = n // math.gcd(n, w) * w
+            for h in range(lcm + 1):
+                computed += (n, w, h) not in KS_MEMO
+                hit = ks_exact(n, w, h)
+                if hit is None or hit[1] < min_pvalue:
+                    break
+    return computed
+
+
+def _with_overrides(settings: DriftSettings) -> list[DriftSettings]:
+    """``settings`` and what each of its override keys (``agent/feature``, ``*`` for any) makes of them, distinct."""
+    variants = [settings]
+    for key in settings.overrides:
+        agent, _, feature = key.partition("/")
+        variants.append(settings.for_series(agent, feature))
+    return list(dict.fromkeys(variants))

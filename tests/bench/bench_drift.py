@@ -80,13 +80,13 @@ def drive(monitors: list[DriftMonitor], values: np.ndarray, feed: Feed = look_ba
 
 def window_state_bytes(m: DriftMonitor) -> int:
     """Bytes of the window state (ring, per-block sums, window sums, cell counts): what grows with use."""
-    return m._shape.bank.row_bytes(WINDOW_STATE) + 8 * m.settings.look_every  # + the pending block (list of floats)
+    return m.shape.bank.row_bytes(WINDOW_STATE) + 8 * m.settings.look_every  # + the pending block (list of floats)
 
 
 def baseline_bytes(m: DriftMonitor) -> int:
-    own = m._shape.bank.row_bytes(BASELINE) + m._edges.nbytes + m._base_props.nbytes
+    own = m.shape.bank.row_bytes(BASELINE) + m._edges.nbytes + m._base_props.nbytes
     # a tied baseline's cell table is its own; without ties the shape is one read-only copy shared by every series
-    return own + (m._shape.lr.nbytes if m._shape.lr is not None else 0)
+    return own + (m.shape.lr.nbytes if m.shape.lr is not None else 0)
 
 
 def traced_bytes_per_series(settings: DriftSettings, rng: np.random.Generator, n: int = 64) -> float:

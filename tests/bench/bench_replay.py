@@ -14,7 +14,7 @@ sides alike), in CPU seconds of this process (one core):
   input step, the pipelines, the timers); the one-off drift calibration (``warm_caches``, as a worker does
   at start) is timed apart;
 - ``replay + --json``: the same with each emission written as a JSON line (what ``reverify replay --json`` does);
-- baselines: ``json.loads`` of the same lines, and the pipelines fed directly (``apply_together`` of the
+- baselines: ``json.loads`` of the same lines, and the pipelines fed directly (``feed_fetch`` of the
   decoded records in batches, no timers): their rates and replay's share of them (the ratios).
 
 Target (issue 15): replay >= 20,000 outcomes per second on one core.
@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from reverify.processors.drift import warm_caches
-from reverify.processors.pipeline import AgentPipeline, PipelineConfig, apply_together
+from reverify.processors.drift import feed_fetch, warm_caches
+from reverify.processors.pipeline import AgentPipeline, PipelineConfig
 from reverify.streams.client import outcome_record
 from reverify.streams.replay import json_line, replay
 
@@ -91,8 +91,8 @@ def pipelines_directly(lines: list[str], batch: int) -> int:
         for agent, items in by_agent.items():
             if agent not in pipelines:
                 pipelines[agent] = AgentPipeline(agent, config)
-            work.append((pipelines[agent], items))
-        apply_together(work, count)
+            work.append(pipelines[agent].feed(items, count))
+        feed_fetch(work)
     return time.process_time() - started  # type: ignore[return-value]
 
 

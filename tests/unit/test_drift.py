@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from reverify.processors.base import fingerprint
 from reverify.processors.drift import (
-    _SEARCH_TOGETHER_FROM,
     CategoricalDriftMonitor,
     DriftMonitor,
     DriftProcessor,
@@ -21,6 +20,7 @@ from reverify.processors.drift import (
     psi,
     update_many,
 )
+from reverify.processors.drift.looks import _SEARCH_TOGETHER_FROM
 from reverify.schemas import encode
 from scipy import stats
 
@@ -339,14 +339,14 @@ def test_bank_rows_are_recycled() -> None:
 
     used = DriftMonitor(settings, feature="f")
     reports(used)
-    row = used._slot
+    row = used.slot
     del used
     gc.collect()
     recycled = DriftMonitor(settings, feature="f")
     again = reports(recycled)
     fresh = DriftMonitor(settings, feature="f")
     assert reports(fresh) == again
-    assert recycled._slot == row != fresh._slot
+    assert recycled.slot == row != fresh.slot
 
 
 def test_pin_and_reset_baseline() -> None:
@@ -443,7 +443,7 @@ def test_bootstrap_calibration_depends_on_the_tie_pattern_only() -> None:
     second.pin_baseline((levels * 10.0 + 0.002).tolist())
     assert _threshold.cache_info().hits == hits + 1
     assert second.threshold == first.threshold
-    assert second._shape is first._shape  # one bank: their looks are taken together
+    assert second.shape is first.shape  # one bank: their looks are taken together
     m = simulate_max_statistic(
         1000,
         s.windows,

@@ -7,9 +7,9 @@ import random
 from typing import Any
 
 import pytest
-from reverify.processors.drift import DriftSettings
+from reverify.processors.drift import DriftSettings, feed_fetch
 from reverify.processors.learning import LearningSettings
-from reverify.processors.pipeline import AgentPipeline, Input, PipelineConfig, apply_together
+from reverify.processors.pipeline import AgentPipeline, Input, PipelineConfig
 
 CONFIG = PipelineConfig(
     learning=LearningSettings(publish_interval_ms=0),
@@ -78,7 +78,7 @@ def test_fetches_emit_what_one_event_at_a_time_emits(seed: int) -> None:
     together = {agent: AgentPipeline(agent, CONFIG) for agent in ("ann", "bob", "cy")}
     got: list[list[Any]] = []
     for start in range(0, len(inputs), 400):  # fetches of 400 inputs
-        apply_together([(together[a], xs) for a, xs in by_agent(inputs[start : start + 400]).items()], got.append)
+        feed_fetch([together[a].feed(xs, got.append) for a, xs in by_agent(inputs[start : start + 400]).items()])
 
     assert sorted(map(repr, got)) == sorted(map(repr, expected))
     reports = [e for out in got for e in out if e.record_type == "DriftReport"]
@@ -90,11 +90,11 @@ def test_fetches_emit_what_one_event_at_a_time_emits(seed: int) -> None:
 def test_a_replayed_fetch_emits_nothing_and_changes_nothing() -> None:
     inputs = stream(3, n=1_500)
     pipelines = {agent: AgentPipeline(agent, CONFIG) for agent in ("ann", "bob", "cy")}
-    apply_together([(pipelines[a], xs) for a, xs in by_agent(inputs).items()], lambda out: None)
+    feed_fetch([pipelines[a].feed(xs, lambda out: None) for a, xs in by_agent(inputs).items()])
     before = {a: p.to_dict() for a, p in pipelines.items()}
 
     again: list[list[Any]] = []
-    apply_together([(pipelines[a], xs) for a, xs in by_agent(inputs[700:]).items()], again.append)
+    feed_fetch([pipelines[a].feed(xs, again.append) for a, xs in by_agent(inputs[700:]).items()])
 
     assert again and not any(again)
     assert {a: p.to_dict() for a, p in pipelines.items()} == before
