@@ -16,16 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from reverify.processors.drift.calibration import placement_moments, tie_ranks, window_scales
 from reverify.processors.drift.settings import DriftSettings
 
-if TYPE_CHECKING:
-    from reverify.processors.drift.numeric import DriftMonitor
-
 __all__ = ["Bank", "Rows", "Shape", "columns_from", "tied_shape", "untied_shape"]
+
+# a monitor as the engine sees it (numeric.py / monitor.py import this module, so not imported back)
+DriftMonitor = Any
 
 
 class Shape:
