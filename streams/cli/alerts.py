@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import click
-from reverify.streams.cli.common import console, fail, print_json, print_table, settings_or_fail
+from reverify.streams.cli.common import UserError, console, print_json, print_table, settings_or_fail
 from reverify.streams.cli.control import _fmt_ms, command_record, known_agents, now_ms, publish, read_topic
 
 _SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
@@ -93,8 +93,8 @@ def _lookup(settings: Any, fingerprint: str) -> dict[str, Any]:
     if len(prefixed) == 1:
         return next(iter(prefixed.values()))
     if prefixed:
-        raise fail(f"fingerprint {fingerprint} is ambiguous: {', '.join(sorted(prefixed))}")
-    raise fail(f"no alert with fingerprint {fingerprint}; `reverify alerts list` shows the firing ones")
+        raise UserError(f"fingerprint {fingerprint} is ambiguous: {', '.join(sorted(prefixed))}")
+    raise UserError(f"no alert with fingerprint {fingerprint}; `reverify alerts list` shows the firing ones")
 
 
 def _agents_for(settings: Any, matchers: dict[str, str]) -> list[str]:
@@ -108,7 +108,7 @@ def _agents_for(settings: Any, matchers: dict[str, str]) -> list[str]:
     if wanted is not None:
         agents = [a for a in agents if fnmatch.fnmatchcase(a, wanted)]
     if not agents:
-        raise fail(
+        raise UserError(
             "no agent known on crl.active matches; name one with --match agent_name=NAME"
             if wanted is None
             else f"no agent known on crl.active matches agent_name={wanted}"
@@ -218,13 +218,13 @@ def register(group: click.Group) -> None:
         try:
             matchers = parse_matchers(matches)
         except ValueError as exc:
-            raise fail(str(exc)) from None
+            raise UserError(str(exc)) from None
         try:
             for_ms = parse_duration(duration)
         except ValueError as exc:
-            raise fail(f"--for {duration!r} is not allowed; use {exc}") from None
+            raise UserError(f"--for {duration!r} is not allowed; use {exc}") from None
         if for_ms <= 0:
-            raise fail(f"--for {duration!r} is not allowed; use a duration > 0 such as 30m, 2h")
+            raise UserError(f"--for {duration!r} is not allowed; use a duration > 0 such as 30m, 2h")
         settings = settings_or_fail()
         agents = _agents_for(settings, matchers)
         until = now_ms() + for_ms

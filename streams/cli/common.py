@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from reverify.streams.settings import Settings, SettingsError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from reverify.sinks.config import SinkConfig
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -32,9 +35,10 @@ class UserError(click.ClickException):
         err.print(f"[bold red]error:[/] {escape(self.message)}", soft_wrap=True, highlight=False)
 
 
-def fail(message: str) -> UserError:
-    """The exception to raise for a user's mistake (``raise fail(...)``)."""
-    return UserError(message)
+class CommandFailed(UserError):
+    """The command could not do its work (a database away or refusing): one line, exit code 1, no traceback."""
+
+    exit_code = 1
 
 
 def load_settings(check_processors: bool = False) -> Settings:
@@ -58,12 +62,31 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+def cell(value: Any) -> str:
+    """A value as a table shows it: floats to 4 significant digits, nested values as compact JSON.
+
+    >>> cell(None), cell(0.123456), cell({"a": [1, 2]}), cell(7)
+    ('', '0.1235', '{"a":[1,2]}', '7')
+    """
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]], empty: str | None = None) -> None:
+    """One table for people; with ``empty``, a single line ``title: empty`` instead of a table without rows."""
+    if not rows and empty is not None:
+        console.print(f"[bold]{escape(title)}[/bold]: {escape(empty)}")
+        return
     table = Table(title=title, header_style="bold cyan")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
+        table.add_row(*[cell(v) for v in row])
     console.print(table)
 
 
@@ -83,6 +106,16 @@ def require_broker(settings: Settings) -> None:
         raise UserError(
             f"no Kafka broker answers at {settings.kafka}; start one with `reverify up` or set REVERIFY_KAFKA"
         )
+
+
+def sink_config(settings: Settings) -> SinkConfig:
+    """The sink's configuration (its ``[sink]`` section checked), or one line and exit 2."""
+    from reverify.streams.sink import sink_config
+
+    try:
+        return sink_config(settings)
+    except SettingsError as exc:
+        raise UserError(str(exc)) from None
 
 
 def settings_or_fail() -> Settings:

@@ -38,7 +38,15 @@ from typing import Any
 
 import click
 from reverify.schemas.fields import OUTCOME_NUMBERS, duration_ms
-from reverify.streams.cli.common import console, err, fail, load_settings, print_json, print_table, settings_or_fail
+from reverify.streams.cli.common import (
+    UserError,
+    console,
+    err,
+    load_settings,
+    print_json,
+    print_table,
+    settings_or_fail,
+)
 from reverify.streams.settings import Settings
 
 MIN_BASELINE_VALUES = 100
@@ -144,7 +152,7 @@ def read_topic(
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
-            raise fail(f"topic {topic} does not exist; start a worker (`reverify worker`) to create the topics")
+            raise UserError(f"topic {topic} does not exist; start a worker (`reverify worker`) to create the topics")
         partitions = sorted(meta.partitions)
         starts: dict[int, int] = {}
         ends: dict[int, int] = {}
@@ -162,7 +170,7 @@ def read_topic(
         deadline = time.monotonic() + timeout
         while True:
             if time.monotonic() > deadline:
-                raise fail(f"reading {topic} took longer than {timeout:.0f}s; is the broker overloaded?")
+                raise UserError(f"reading {topic} took longer than {timeout:.0f}s; is the broker overloaded?")
             batch = consumer.consume(1000, quiet if not todo else 0.5)
             if not batch and not todo:
                 return
@@ -209,7 +217,7 @@ def publish(settings: Settings, name: str, records: list[tuple[str, str, dict[st
         producer.produce(settings.topic(name), encode(record_type, record), key.encode(), on_delivery=delivered)
     left = producer.flush(30)
     if left or failures:
-        raise fail(f"could not publish to {settings.topic(name)}: {failures[0] if failures else 'timed out'}")
+        raise UserError(f"could not publish to {settings.topic(name)}: {failures[0] if failures else 'timed out'}")
 
 
 def command_record(command: str, args: dict[str, str], by: str) -> dict[str, Any]:
@@ -239,7 +247,7 @@ def find_proposal(settings: Settings, proposal_id: str) -> dict[str, Any]:
         if record_type == "Proposal" and record["proposal_id"] == proposal_id:
             found = record
     if found is None:
-        raise fail(f"no proposal {proposal_id}; `reverify query proposals` lists them (or read crl.proposals)")
+        raise UserError(f"no proposal {proposal_id}; `reverify query proposals` lists them (or read crl.proposals)")
     return found
 
 
@@ -536,13 +544,13 @@ def register(group: click.Group) -> None:
         try:
             start_ms, end_ms = parse_time(start), parse_time(end)
         except ValueError as exc:
-            raise fail(str(exc)) from None
+            raise UserError(str(exc)) from None
         if start_ms >= end_ms:
-            raise fail(f"--from {start} is not before --to {end}")
+            raise UserError(f"--from {start} is not before --to {end}")
         settings = settings_or_fail()
         values, source = pin_values(settings, agent, feature, start_ms, end_ms, variant)
         if len(values) < MIN_BASELINE_VALUES:
-            raise fail(
+            raise UserError(
                 f"only {len(values)} values of {agent}/{feature} between {_fmt_ms(start_ms)} and {_fmt_ms(end_ms)} "
                 f"in {SOURCE_TEXT[source]}; a baseline needs at least {MIN_BASELINE_VALUES}: widen --from/--to"
             )
@@ -592,7 +600,7 @@ def register(group: click.Group) -> None:
             env = os.environ.get("REVERIFY_CONFIG")
             file = Path(env) if env else Path("reverify.toml")
             if not env and not file.exists():
-                raise fail("no file given, REVERIFY_CONFIG is not set and there is no ./reverify.toml")
+                raise UserError("no file given, REVERIFY_CONFIG is not set and there is no ./reverify.toml")
         cases, mistakes = check_assurance_file(file)
         if mistakes:
             for line in mistakes:

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
-from reverify.streams.settings import Settings, SettingsError
-from rich.console import Console
-from rich.table import Table
+from reverify.streams.cli.common import CommandFailed, UserError, console, load_settings, print_table, sink_config
+from reverify.streams.settings import Settings
 
 USER_ERROR = 2
 
@@ -40,32 +38,6 @@ def parse_params(items: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"--param {item!r} is not NAME=VALUE")
         params[name.strip()] = value
     return params
-
-
-def _settings() -> Settings:
-    ctx = click.get_current_context(silent=True)
-    found = ctx.find_object(Settings) if ctx else None
-    if found is not None:
-        return found
-    try:
-        return Settings.load()
-    except SettingsError as exc:
-        _fail(str(exc))
-
-
-def _fail(message: str, code: int = USER_ERROR) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _sink_ttl_days(settings: Settings) -> int | None:
-    from reverify.streams.sink import sink_config
-
-    try:
-        return sink_config(settings).options.ttl_days or None
-    except SettingsError as exc:
-        _fail(str(exc))
-    raise AssertionError("unreachable")
 
 
 def running_server(settings: Settings) -> int | None:
@@ -136,31 +108,7 @@ def run_request(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
     try:
         return ask_history(settings, request)
     except HistoryError as exc:
-        _fail(exc.message, exc.code)
-    raise AssertionError("unreachable")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
-def print_table(console: Console, title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """One rich table, or a quiet line when there is nothing to show."""
-    if not rows:
-        console.print(f"[bold]{title}[/bold]: (none)")
-        return
-    table = Table(title=title, title_justify="left")
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row))
-    console.print(table)
+        raise (UserError if exc.code == USER_ERROR else CommandFailed)(exc.message) from None
 
 
 def _nested(value: Any) -> bool:
@@ -182,20 +130,24 @@ def register(group: click.Group) -> None:
         from reverify.sinks.clickhouse import connect
         from reverify.sinks.migrate import MigrationError, current_version, migrate
 
-        settings = _settings()
+        settings = load_settings()
         if running_server(settings) and settings.clickhouse.startswith("chdb://"):
-            _fail("reverify up owns the embedded database and migrates it at start; stop it to migrate by hand", 1)
+            raise CommandFailed(
+                "reverify up owns the embedded database and migrates it at start; stop it to migrate by hand"
+            )
+        if ttl_days is None:
+            ttl_days = (
+                sink_config(settings).options.ttl_days or None
+            )  # the same TTL the sink keeps, or they would fight
         try:
             client = connect(settings.clickhouse)
         except Exception as exc:
-            _fail(f"cannot open ClickHouse at {settings.clickhouse}: {exc}", 1)
-        if ttl_days is None:
-            ttl_days = _sink_ttl_days(settings)  # the same TTL the sink keeps, or they would fight
+            raise CommandFailed(f"cannot open ClickHouse at {settings.clickhouse}: {exc}") from None
         try:
             applied = migrate(client, ttl_days)
             version = current_version(client)
         except MigrationError as exc:
-            _fail(str(exc), 1)
+            raise CommandFailed(str(exc)) from None
         finally:
             client.close()
         done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to apply"
@@ -216,32 +168,33 @@ def register(group: click.Group) -> None:
         from reverify.sinks.analytics import QUERIES
 
         if bool(name) == bool(sql):
-            _fail(f"give a query name ({', '.join(QUERIES)}) or --sql, not both or neither")
+            raise UserError(f"give a query name ({', '.join(QUERIES)}) or --sql, not both or neither")
         request: dict[str, Any]
         if sql:
             request = {"sql": sql, "params": parse_params(params)}
         else:
             request = {"name": name, "agent": agent, "task": task, "since": since}
-        answer = run_request(_settings(), request)
+        answer = run_request(load_settings(), request)
         if as_json:
             click.echo(json.dumps({"columns": answer["columns"], "rows": answer["rows"]}))
             return
-        print_table(Console(), name or "sql", answer["columns"], answer["rows"])
+        print_table(name or "sql", answer["columns"], answer["rows"], empty="(none)")
 
     @group.command("dashboard")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
     def dashboard_cmd(as_json: bool) -> None:
         """The CRL safety dashboard: health, rollbacks, proposals, auto-apply candidates, degradation alerts."""
-        board = run_request(_settings(), {"name": "dashboard"}).get("dashboard") or {}
+        board = run_request(load_settings(), {"name": "dashboard"}).get("dashboard") or {}
         if as_json:
             click.echo(json.dumps(board))
             return
-        console = Console()
         console.rule("[bold]CRL SAFETY DASHBOARD")
         console.print(f"Generated: {board.get('generated')}")
         overview = board.get("overview", {})
         colour = {"HEALTHY": "green", "DEGRADED": "yellow", "CRITICAL": "red"}.get(board.get("status", ""), "white")
-        print_table(console, "System health overview", ["measure", "value"], [[k, v] for k, v in overview.items()])
+        print_table(
+            "System health overview", ["measure", "value"], [[k, v] for k, v in overview.items()], empty="(none)"
+        )
         console.print(f"System status: [{colour}]{board.get('status')}[/{colour}]")
         for key, title in (
             ("recent_rollbacks", "Recent rollbacks (last 10)"),
@@ -252,4 +205,4 @@ def register(group: click.Group) -> None:
             records = board.get(key) or []
             # nested evidence (degradation_metrics, supporting_data, labels) is for --json; people get the summary
             columns = [c for c in records[0] if not _nested(records[0][c])] if records else []
-            print_table(console, title, columns, [[r[c] for c in columns] for r in records])
+            print_table(title, columns, [[r[c] for c in columns] for r in records], empty="(none)")

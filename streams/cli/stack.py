@@ -9,7 +9,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import click
 from reverify.streams.cli.common import (
@@ -20,11 +19,10 @@ from reverify.streams.cli.common import (
     print_json,
     print_table,
     require_broker,
+    settings_or_fail,
+    sink_config,
 )
-from reverify.streams.settings import Settings, SettingsError
-
-if TYPE_CHECKING:
-    from reverify.sinks.config import SinkConfig
+from reverify.streams.settings import Settings
 
 
 @click.command()
@@ -81,15 +79,6 @@ def _port_taken(settings: Settings, exc: OSError) -> UserError:
     return UserError(f"metrics_port = {settings.metrics_port} is taken ({exc}); set REVERIFY_METRICS_PORT")
 
 
-def _sink_config(settings: Settings) -> SinkConfig:
-    from reverify.streams.sink import sink_config
-
-    try:
-        return sink_config(settings)
-    except SettingsError as exc:
-        raise UserError(str(exc)) from None
-
-
 def _start_history(settings: Settings, stop: threading.Event, fresh_broker: bool) -> list[threading.Thread]:
     """The ClickHouse sink in this process (chdb allows one owner of its data directory).
 
@@ -99,7 +88,7 @@ def _start_history(settings: Settings, stop: threading.Event, fresh_broker: bool
     from reverify.sinks.runner import prepare_history, start_sink
     from reverify.streams.restore import history_exists, restore
 
-    config = _sink_config(settings)
+    config = sink_config(settings)
     prepare_history(config)
     if fresh_broker and history_exists(settings):
         with console.status("restoring state from the ClickHouse history ...") as status:
@@ -186,7 +175,7 @@ def sink(batch_size: int | None, max_delay: float | None) -> None:
     from reverify.streams.sink import run_sink
 
     settings = load_settings()
-    config = _sink_config(settings)
+    config = sink_config(settings)
     if settings.metrics_port:  # the sink's lag and rows on /metrics, like a worker's (not the worker's series)
         try:
             start_http_server(settings.metrics_port)
@@ -199,8 +188,7 @@ def sink(batch_size: int | None, max_delay: float | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def topics(as_json: bool) -> None:
     """List reverify's topics with partitions and message counts."""
-    settings = load_settings()
-    require_broker(settings)
+    settings = settings_or_fail()
     from confluent_kafka import Consumer, TopicPartition
     from reverify.schemas.topics import TOPICS
 
@@ -268,8 +256,7 @@ def simulate(
     as_json: bool,
 ) -> None:
     """Publish a synthetic fleet's outcomes and errors through the SDK."""
-    settings = load_settings()
-    require_broker(settings)
+    settings = settings_or_fail()
     from reverify.streams.client import AgentEvents, VariantRouter
     from reverify.streams.simulate import Fleet, FleetSpec, run
     from rich.progress import Progress
