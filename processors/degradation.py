@@ -1,4 +1,4 @@
-"""Degradation of one arm: sequential change detection against the arm's own baseline.
+"""Degradation of one arm: sequential change detection against the arm's own baseline, for any reward law.
 
 The seed's rule (the last 20 invocations against the variant's baseline:
 success rate down > 10 %, mean reward down > 15 %, error rate up > 20 %,
@@ -11,18 +11,40 @@ under repeated looks.
 Test
 ----
 Three one-sided CUSUMs (Page 1954), each restarted whenever its statistic
-falls to zero, any of which raises the alarm:
+falls to zero, any of which raises the alarm. All three are the same test, a
+Bernoulli likelihood ratio on observations in [0, 1] for a fall of their mean
+(Reynolds & Stoumbos 1999):
 
-* **success** -- a Bernoulli CUSUM (Reynolds & Stoumbos 1999) for a relative
-  drop ``success_shift`` (0.25) of the success probability, ``p1 = p0 (1 - 0.25)``,
-  threshold ``success_threshold`` (9.3 nats);
-* **errors** -- the same test on the arm's event stream (an outcome counts 0,
-  an error naming the variant counts 1) for an absolute rise ``error_shift``
-  (0.10) of the error fraction, threshold ``error_threshold`` (12.0);
-* **reward** -- Page's Gaussian CUSUM for a mean drop of ``reward_shift`` (the
-  seed's 15 %) of the baseline mean, scaled by the largest variance a reward
-  in [0, 1] with that mean can have, ``mu (1 - mu)`` (Bhatia & Davis 2000), so
-  a thin baseline never understates the noise; threshold ``reward_threshold`` (20.0).
+* **success** -- the outcome (1 or 0), for a relative drop ``success_shift``
+  (0.25) of the success probability, ``p1 = p0 (1 - 0.25)``, threshold
+  ``success_threshold`` (10.0 nats);
+* **reward** -- the reward itself as a fractional observation, for a relative
+  drop ``reward_shift`` (the seed's 15 %) of the mean reward, threshold
+  ``reward_threshold`` (12.0);
+* **errors** -- the arm's event stream (an outcome counts 1, an error naming
+  the variant 0) for an absolute rise ``error_shift`` (0.10) of the error
+  fraction, threshold ``error_threshold`` (13.0). Pipeline errors never count.
+
+Why the reward's law does not matter
+------------------------------------
+An observation ``x`` in [0, 1] adds ``g(x) = x log(p1/p0) + (1 - x) log((1 - p1)/(1 - p0))``.
+``g`` is linear in ``x``, so ``exp(g)`` is convex and, for any law of ``x`` on [0, 1] with mean
+``m >= p0``, ``E exp(g(x)) <= m p1/p0 + (1 - m)(1 - p1)/(1 - p0) <= 1``: the exponential of every
+excursion sum is a nonnegative supermartingale whatever the reward's shape, skew or number of levels. By
+Ville's inequality each start of an excursion reaches ``h`` with probability at most ``exp(-h)``, so the
+average run length is at least ``exp(h)`` for every such law (Lorden 1971; the e-detectors of Shin,
+Ramdas and Rinaldo 2023; the same convexity bound underlies the betting confidence sequences of
+Waudby-Smith and Ramdas 2024). That bound is loose; the thresholds are simulated, on binary observations,
+which are the worst case: round each ``x_i`` to ``B_i ~ Bernoulli(x_i)`` independently, so the ``B_i``
+are independent Bernoulli(``m``) draws; ``g`` is linear, so every excursion sum of the ``x_i`` is the
+conditional expectation of the same sum of the ``B_i``, and the CUSUM (a maximum of such sums) and its peak
+over any horizon are at most the conditional expectation of those of the ``B_i`` (Jensen). The statistic on
+any reward law is thus dominated in increasing convex order (Shaked & Shanthikumar 2007) by the statistic
+on binary rewards with the same mean: a reward law on [0, 1] can only spread the statistic less than
+binary rewards do, so binary rewards are where the thresholds are simulated. The argument is exact for a
+known baseline; with the learned one below the grid checks it (binary rewards give the highest
+false-alarm rates). A reward outside [0, 1] is rejected upstream (:mod:`processors.validation`); the
+detector clips it.
 
 The baseline ``p0`` is unknown and learned from the arm's own history. Two
 choices keep its estimation error from turning into false alarms:
@@ -34,33 +56,49 @@ choices keep its estimation error from turning into false alarms:
    O(1) (two counters per channel, no lag buffer).
 2. *The baseline's uncertainty is integrated out* (a predictive, or
    self-starting, CUSUM in the spirit of Hawkins & Olwell 1998): the null
-   likelihood of the ``s`` successes and ``f`` failures of the excursion is the
+   likelihood of the ``s`` good and ``f`` bad of the excursion is the
    Beta-binomial marginal under the baseline posterior ``Beta(1 + S, 1 + F)``,
    ``log B(1 + S + s, 1 + F + f) - log B(1 + S, 1 + F)``, against the point
-   alternative ``p1``. With a thin baseline the marginal is wide and a run of
-   failures is not surprising; with a long one the test becomes the classical
-   Bernoulli CUSUM. Nothing fires before ``min_baseline`` (50) settled outcomes.
+   alternative ``p1``, taken one observation at a time (a fractional
+   observation adds ``x`` good and ``1 - x`` bad). For the reward, ``S`` and ``F``
+   are sums of rewards and of their complements: a law on [0, 1] with mean
+   ``mu`` has variance at most ``mu (1 - mu)`` (Bhatia & Davis 2000), the
+   Bernoulli's, so this posterior is never narrower than the truth. With a thin
+   baseline the marginal is wide and a run of failures is not surprising; with a
+   long one the test becomes the classical Bernoulli CUSUM. Nothing fires before
+   ``min_baseline`` (50) settled outcomes.
 
 After an alarm the detector restarts from nothing: the arm's old baseline no
 longer describes it.
 
-Measured (``tests/unit/test_degradation.py``, 500 seeded runs each; the
-invocation outcome is success with probability p, its reward is ``0.7 + 0.3 U``
-on success and ``0.3 U`` on failure, and 30 % of failures also report an error
-naming the variant):
+Thresholds and the fleet budget
+-------------------------------
+The defaults are simulated for 5 false rollbacks per million stationary
+invocations (1 % per 2,000) on binary rewards, the worst case. A CUSUM's false
+alarms per invocation fall as ``exp(-h)``, so :func:`thresholds_for_budget`
+raises all three thresholds by ``log(5 / budget)`` for a budget of ``budget``
+false rollbacks per million invocations (``LearningSettings.fleet_false_rollbacks``,
+counted over the whole fleet: docs/decision-rules.md, Fleet budget).
 
-====================================================  ==========  =============
-scenario (defaults)                                    target      measured
-====================================================  ==========  =============
-false alarms, 2,000 invocations, stationary p = 0.9    <= 2 %      2.0 %
-median delay 0.9 -> 0.7 after 1,000 healthy            <= 50       50
-median delay 0.95 -> 0.5 after 1,000 healthy           <= 15       12 (p95 22)
-====================================================  ==========  =============
+Measured (``tests/quality/rollback_grid.py``, 1,000 seeded runs per cell; success
+rate p, five reward laws -- binary, continuous by outcome, five levels, constant,
+skewed -- and 30 % of failures also report an error naming the variant),
+beside a Bernoulli CUSUM on success that knows p0 (same shift and threshold):
 
-With a shorter healthy history the baseline is less certain and detection is
-slower (0.9 -> 0.7 after 200 healthy invocations: median ~70; 0.95 -> 0.5:
-~13). A known baseline would give the classical figures (Bernoulli CUSUM,
-``p1 = 0.675``, h = 9: 1.5 % false alarms, median delay 46).
+=================================================  ==========  ====================  ==================
+scenario (defaults)                                 target      measured              anchor
+=================================================  ==========  ====================  ==================
+false rollbacks per 2,000 stationary invocations    <= 1 %      0.2 % (p = 0.5) to    0.2 % to 0.7 %
+(p in 0.5 ... 0.995, five laws pooled per p)                    0.9 % (p = 0.95)
+median (p95) delay 0.95 -> 0.5 after 1,000          <= 15       14 (25)               13 (23)
+median (p95) delay 0.9 -> 0.7 after 1,000           <= 60       57-61 (133-144)       53-56 (116-122)
+median (p95) delay 0.95 -> 0.5 after 100            <= 25       19-20 (40-44)         13 (23-25)
+=================================================  ==========  ====================  ==================
+
+Per cell (1,000 runs each, standard error ~0.3 %) the rates run from 0.0 % to 1.3 %, the anchor's on the
+same streams from 0.1 % to 1.1 %: most false rollbacks come from the success channel, which every reward
+law shares, and the law moves the rates by less than that noise. With a known baseline the anchor is a few
+invocations faster: that is the price of learning ``p0`` from 100 or 1,000 invocations.
 
 Examples
 --------
@@ -84,6 +122,12 @@ continuously. Journal of Quality Technology 31(1), 87-108.
 Hawkins, D. M. and Olwell, D. H. (1998). Cumulative Sum Charts and Charting for Quality Improvement. Springer.
 Bhatia, R. and Davis, C. (2000). A better bound on the variance. Amer. Math. Monthly 107(4), 353-357.
 Lorden, G. (1971). Procedures for reacting to a change in distribution. Annals of Math. Statistics 42(6).
+Ville, J. (1939). Etude critique de la notion de collectif. Gauthier-Villars.
+Shin, J., Ramdas, A. and Rinaldo, A. (2023). E-detectors: a nonparametric framework for sequential change
+detection. New England Journal of Statistics in Data Science 2(2), 229-260.
+Waudby-Smith, I. and Ramdas, A. (2024). Estimating means of bounded random variables by betting. JRSS B 86(1).
+Shaked, M. and Shanthikumar, J. G. (2007). Stochastic Orders. Springer (increasing convex order, ch. 4).
+Siegmund, D. (1985). Sequential Analysis: Tests and Confidence Intervals. Springer.
 """
 
 from __future__ import annotations
@@ -96,29 +140,57 @@ from typing import Any
 import numpy as np
 from reverify.processors.base import pack_array, unpack_array
 
-__all__ = ["DegradationAlarm", "DegradationDetector", "format_reason"]
+__all__ = ["DegradationAlarm", "DegradationDetector", "format_reason", "thresholds_for_budget"]
+
+REFERENCE_BUDGET = 5.0
+"""False rollbacks per million stationary invocations the default thresholds are simulated for (1 % per 2,000)."""
+SUCCESS_THRESHOLD = 10.0
+REWARD_THRESHOLD = 12.0
+ERROR_THRESHOLD = 13.0
+
+
+def thresholds_for_budget(false_rollbacks_per_million: float) -> tuple[float, float, float]:
+    """The (success, reward, errors) thresholds that spend ``false_rollbacks_per_million`` stationary invocations.
+
+    A CUSUM's false alarms per invocation fall as ``exp(-h)`` (its average run length grows as ``exp(h)``:
+    Lorden 1971, Siegmund 1985), so a budget ``k`` times smaller costs ``log k`` nats on every channel.
+
+    >>> [round(h, 2) for h in thresholds_for_budget(0.05)]
+    [14.61, 16.61, 17.61]
+    """
+    if not false_rollbacks_per_million > 0:
+        raise ValueError(f"fleet_false_rollbacks = {false_rollbacks_per_million} must be > 0")
+    extra = math.log(REFERENCE_BUDGET / false_rollbacks_per_million)
+    return SUCCESS_THRESHOLD + extra, REWARD_THRESHOLD + extra, ERROR_THRESHOLD + extra
 
 
 @dataclass(slots=True)
 class _BernoulliChannel:
-    """Predictive Bernoulli CUSUM on "good" (1) / "bad" (0) observations, testing a fall of P(good).
+    """Predictive Bernoulli CUSUM on observations in [0, 1] ("good" 1, "bad" 0), testing a fall of their mean.
 
-    ``relative`` chooses the alternative: ``p1 = p0 (1 - shift)`` or ``p1 = p0 - shift``.
+    ``relative`` chooses the alternative: ``p1 = p0 (1 - shift)`` or ``p1 = p0 - shift``. A fractional
+    observation ``x`` counts as ``x`` good and ``1 - x`` bad (module docstring: why that keeps the guarantee).
     """
 
     shift: float
     relative: bool
-    good: int = 0
-    bad: int = 0
-    pending_good: int = 0
-    pending_bad: int = 0
+    good: float = 0
+    bad: float = 0
+    pending_good: float = 0
+    pending_bad: float = 0
     statistic: float = 0.0
 
     @property
-    def baseline_n(self) -> int:
+    def baseline_n(self) -> float:
         return self.good + self.bad
 
-    def observe(self, good: bool) -> float:
+    @property
+    def baseline_mean(self) -> float:
+        """Mean of the settled observations (0 before any)."""
+        n = self.good + self.bad
+        return self.good / n if n else 0.0
+
+    def observe(self, x: float) -> float:
         a, b = 1.0 + self.good, 1.0 + self.bad
         s, f = self.pending_good, self.pending_bad
         p0 = a / (a + b)
@@ -127,9 +199,10 @@ class _BernoulliChannel:
         p1 = min(max(p1, 1e-6), 1.0 - 1e-6)
         # The statistic is log P1(excursion) - log P0(excursion), P0 the Beta(a, b)-binomial predictive
         # B(a + s, b + f) / B(a, b). The baseline is fixed during an excursion, so each observation adds its
-        # own term: log p1 (or log(1 - p1)) less the sequential predictive (a + s) / (a + b + s + f).
+        # own term: log p1 (or log(1 - p1)) less the sequential predictive (a + s) / (a + b + s + f); a fractional
+        # observation adds the same terms weighted by x and 1 - x.
         n = a + b + s + f
-        if good:
+        if x >= 1.0:
             ratio = p1 * n / (a + s)
             if ratio <= 1.0 and not self.statistic:
                 # At rest, a good observation takes the statistic to log(ratio) <= 0, so it ends there at once:
@@ -138,9 +211,13 @@ class _BernoulliChannel:
                 return 0.0
             self.statistic += math.log(ratio)
             self.pending_good = s + 1
-        else:
+        elif x <= 0.0:
             self.statistic += math.log((1.0 - p1) * n / (b + f))
             self.pending_bad = f + 1
+        else:
+            self.statistic += x * math.log(p1 * n / (a + s)) + (1.0 - x) * math.log((1.0 - p1) * n / (b + f))
+            self.pending_good = s + x
+            self.pending_bad = f + 1.0 - x
         if self.statistic <= 0.0:
             self.commit()  # the excursion ended: its data are settled and join the baseline
         return self.statistic
@@ -151,50 +228,8 @@ class _BernoulliChannel:
         self.pending_good = self.pending_bad = 0
         self.statistic = 0.0
 
-
-@dataclass(slots=True)
-class _GaussianChannel:
-    """Page's CUSUM for a fall of a mean by ``shift`` x baseline mean, with a plug-in baseline."""
-
-    shift: float
-    n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-    pending_n: int = 0
-    pending_sum: float = 0.0
-    pending_sq: float = 0.0
-    statistic: float = 0.0
-
-    def observe(self, x: float, armed: bool) -> float:
-        self.pending_n += 1
-        self.pending_sum += x
-        self.pending_sq += x * x
-        if armed and self.n > 1:
-            # Scale by the largest variance a [0, 1] reward with this mean can have (Bhatia & Davis 2000):
-            # a thin or lucky baseline then never understates the noise, which would make the test fire.
-            var = max(self.mean * (1.0 - self.mean), 1e-3)
-            delta = self.shift * self.mean
-            self.statistic = max(0.0, self.statistic + delta * (self.mean - x - delta / 2.0) / var)
-        else:
-            self.statistic = 0.0
-        if self.statistic <= 0.0:
-            self.commit()
-        return self.statistic
-
-    def commit(self) -> None:
-        # Chan et al. (1979) merge of the pending batch into the Welford baseline.
-        nb = self.pending_n
-        if nb:
-            mean_b = self.pending_sum / nb
-            m2_b = max(self.pending_sq - nb * mean_b * mean_b, 0.0)
-            total = self.n + nb
-            d = mean_b - self.mean
-            self.m2 += m2_b + d * d * self.n * nb / total
-            self.mean += d * nb / total
-            self.n = total
-        self.pending_n = 0
-        self.pending_sum = self.pending_sq = 0.0
-        self.statistic = 0.0
+    def to_list(self) -> list[float]:
+        return [self.good, self.bad, self.pending_good, self.pending_bad, self.statistic]
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,16 +291,16 @@ class DegradationDetector:
     """
 
     success_shift: float = 0.25
-    success_threshold: float = 9.3
+    success_threshold: float = SUCCESS_THRESHOLD
     error_shift: float = 0.10
-    error_threshold: float = 12.0
+    error_threshold: float = ERROR_THRESHOLD
     reward_shift: float = 0.15
-    reward_threshold: float = 20.0
+    reward_threshold: float = REWARD_THRESHOLD
     min_baseline: int = 50
     window: int = 20
     _success: _BernoulliChannel = field(init=False, repr=False)
     _errors: _BernoulliChannel = field(init=False, repr=False)
-    _reward: _GaussianChannel = field(init=False, repr=False)
+    _reward: _BernoulliChannel = field(init=False, repr=False)
     _recent: deque[tuple[bool, float]] = field(init=False, repr=False)
     _recent_events: deque[bool] = field(init=False, repr=False)
 
@@ -276,7 +311,7 @@ class DegradationDetector:
         """Forget everything: the next outcomes build a new baseline (after an alarm, or on demand)."""
         self._success = _BernoulliChannel(self.success_shift, relative=True)
         self._errors = _BernoulliChannel(self.error_shift, relative=False)
-        self._reward = _GaussianChannel(self.reward_shift)
+        self._reward = _BernoulliChannel(self.reward_shift, relative=True)
         self._recent = deque(maxlen=self.window)
         self._recent_events = deque(maxlen=self.window)
 
@@ -306,11 +341,12 @@ class DegradationDetector:
         self._recent_events.append(False)
         s = self._success.observe(success)
         e = self._errors.observe(True)
-        r = self._reward.observe(reward, armed)
+        r = self._reward.observe(min(max(reward, 0.0), 1.0))
         if not armed:
             # Warm-up: everything observed is baseline; no excursion is held back.
             self._success.commit()
             self._errors.commit()
+            self._reward.commit()
             return None
         if s > self.success_threshold:
             return self._fire("success", s, self.success_threshold)
@@ -348,6 +384,7 @@ class DegradationDetector:
         recent_n = len(self._recent)
         recent_sr = sum(1 for ok, _ in self._recent if ok) / recent_n if recent_n else 0.0
         recent_rm = sum(r for _, r in self._recent) / recent_n if recent_n else 0.0
+        base_rm = rc.baseline_mean
         base_events = ec.good + ec.bad
         base_er = ec.bad / base_events if base_events else 0.0
         n_events = len(self._recent_events)
@@ -359,9 +396,9 @@ class DegradationDetector:
             "baseline_success_rate": base_sr,
             "recent_success_rate": recent_sr,
             "success_drop_pct": (base_sr - recent_sr) / base_sr if base_sr > 0 else 0.0,
-            "baseline_reward_mean": rc.mean,
+            "baseline_reward_mean": base_rm,
             "recent_reward_mean": recent_rm,
-            "reward_drop_pct": (rc.mean - recent_rm) / rc.mean if rc.mean > 0 else 0.0,
+            "reward_drop_pct": (base_rm - recent_rm) / base_rm if base_rm > 0 else 0.0,
             "baseline_error_rate": base_er,
             "recent_error_rate": recent_er,
             "error_increase_pct": (recent_er - base_er) / er_floor,
@@ -388,9 +425,9 @@ class DegradationDetector:
         """JSON-compatible state (the parameters come from the settings on restore)."""
         sc, ec, rc = self._success, self._errors, self._reward
         return {
-            "success": [sc.good, sc.bad, sc.pending_good, sc.pending_bad, sc.statistic],
-            "errors": [ec.good, ec.bad, ec.pending_good, ec.pending_bad, ec.statistic],
-            "reward": [rc.n, rc.mean, rc.m2, rc.pending_n, rc.pending_sum, rc.pending_sq, rc.statistic],
+            "success": sc.to_list(),
+            "errors": ec.to_list(),
+            "reward": rc.to_list(),
             # Compact forms ("1"/"0" text, packed floats): the state is written to the changelog often.
             "recent_ok": "".join("1" if ok else "0" for ok, _ in self._recent),
             "recent_reward": pack_array(np.fromiter((r for _, r in self._recent), float, len(self._recent))),
@@ -405,10 +442,7 @@ class DegradationDetector:
         det._success = _BernoulliChannel(det.success_shift, True, int(g), int(b), int(pg), int(pb), float(st))
         g, b, pg, pb, st = data["errors"]
         det._errors = _BernoulliChannel(det.error_shift, False, int(g), int(b), int(pg), int(pb), float(st))
-        n, mean, m2, pn, ps, pq, st = data["reward"]
-        det._reward = _GaussianChannel(
-            det.reward_shift, int(n), float(mean), float(m2), int(pn), float(ps), float(pq), float(st)
-        )
+        det._reward = _reward_channel(data["reward"], det.reward_shift)
         if "recent" in data:  # state written before the compact form
             recent = [(bool(ok), float(r)) for ok, r in data["recent"]]
         else:
@@ -419,3 +453,21 @@ class DegradationDetector:
         flags = (ch == "1" for ch in events) if isinstance(events, str) else (bool(x) for x in events)
         det._recent_events = deque(flags, maxlen=det.window)
         return det
+
+
+def _reward_channel(saved: list[float], shift: float) -> _BernoulliChannel:
+    """The reward channel from its saved list; state of the Gaussian channel it replaced is converted.
+
+    That state, ``[n, mean, m2, pending_n, pending_sum, pending_sq, statistic]``, becomes a baseline of
+    ``n + pending_n`` observations with the same total reward: the Gaussian statistic has no meaning for the
+    new test, so a running excursion restarts from the settled baseline.
+
+    >>> _reward_channel([10, 0.8, 0.4, 2, 1.0, 0.6, 3.5], 0.15).to_list()
+    [9.0, 3.0, 0.0, 0.0, 0.0]
+    """
+    if len(saved) == 7:
+        n, mean, _, pending_n, pending_sum, _, _ = saved
+        good = float(n) * float(mean) + float(pending_sum)
+        return _BernoulliChannel(shift, True, good, float(n) + float(pending_n) - good, 0.0, 0.0)
+    g, b, pg, pb, st = saved
+    return _BernoulliChannel(shift, True, float(g), float(b), float(pg), float(pb), float(st))

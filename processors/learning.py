@@ -57,7 +57,12 @@ from typing import Any
 
 from reverify.processors.applied import AppliedOffsets
 from reverify.processors.base import Emission, derive_id, make_alert, short_hex
-from reverify.processors.degradation import DegradationAlarm, DegradationDetector
+from reverify.processors.degradation import (
+    REFERENCE_BUDGET,
+    DegradationAlarm,
+    DegradationDetector,
+    thresholds_for_budget,
+)
 from reverify.processors.qvalues import ArmStats
 from reverify.processors.safety import AUTO_APPLY, HUMAN_APPROVAL, classify, decide, prob_beats
 
@@ -73,6 +78,16 @@ class LearningSettings:
 
     Defaults come from the seed documents (decision matrix, degradation rule)
     and from the tuning in :mod:`processors.degradation`.
+
+    ``fleet_false_rollbacks`` is the rollback budget of the whole deployment: the expected number of false
+    rollbacks per million stationary invocations, all arms together. Each arm's CUSUM spends it in
+    proportion to its own traffic (a false-alarm rate per invocation), so the fleet's total holds however
+    many arms there are, whenever they appear, and each decision still depends only on its agent's inputs.
+    ``success_threshold``, ``reward_threshold`` and ``error_threshold`` are derived from it
+    (:func:`processors.degradation.thresholds_for_budget`) unless set.
+
+    >>> round(LearningSettings(fleet_false_rollbacks=0.05).detector_params()["success_threshold"], 2)
+    14.61
     """
 
     alpha: float = 0.1
@@ -91,22 +106,27 @@ class LearningSettings:
     cooldown_min_outcomes: int = 20
     publish_interval_ms: int = 1000
     success_shift: float = 0.25
-    success_threshold: float = 9.3
     error_shift: float = 0.10
-    error_threshold: float = 12.0
     reward_shift: float = 0.15
-    reward_threshold: float = 20.0
+    fleet_false_rollbacks: float = REFERENCE_BUDGET
+    success_threshold: float | None = None
+    error_threshold: float | None = None
+    reward_threshold: float | None = None
     min_baseline: int = 50
 
+    def __post_init__(self) -> None:
+        thresholds_for_budget(self.fleet_false_rollbacks)  # a budget <= 0 is an error now, not at the first arm
+
     def detector_params(self) -> dict[str, Any]:
-        """The :class:`DegradationDetector` parameters."""
+        """The :class:`DegradationDetector` parameters: thresholds from ``fleet_false_rollbacks`` unless set."""
+        success, reward, errors = thresholds_for_budget(self.fleet_false_rollbacks)
         return {
             "success_shift": self.success_shift,
-            "success_threshold": self.success_threshold,
+            "success_threshold": success if self.success_threshold is None else self.success_threshold,
             "error_shift": self.error_shift,
-            "error_threshold": self.error_threshold,
+            "error_threshold": errors if self.error_threshold is None else self.error_threshold,
             "reward_shift": self.reward_shift,
-            "reward_threshold": self.reward_threshold,
+            "reward_threshold": reward if self.reward_threshold is None else self.reward_threshold,
             "min_baseline": self.min_baseline,
             "window": self.window,
         }
