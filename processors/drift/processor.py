@@ -15,16 +15,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from reverify.processors.applied import AppliedOffsets
 from reverify.processors.base import Emission, make_alert
 from reverify.processors.drift.categorical import CategoricalDriftMonitor
 from reverify.processors.drift.looks import evaluate_looks
 from reverify.processors.drift.monitor import BaseMonitor
 from reverify.processors.drift.numeric import DriftMonitor
 from reverify.processors.drift.settings import DriftSettings
+from reverify.schemas.fields import OUTCOME_NUMBERS
 
 __all__ = ["OUTCOME_FIELDS", "REPORT_TOPIC", "DriftProcessor", "SeriesKey"]
 
-OUTCOME_FIELDS = ("reward", "latency_ms", "cost_usd")
+OUTCOME_FIELDS = OUTCOME_NUMBERS
 REPORT_TOPIC = "drift.reports"
 
 
@@ -95,19 +97,7 @@ class DriftProcessor:
     def __init__(self, settings: DriftSettings | None = None) -> None:
         self.settings = settings or DriftSettings()
         self.monitors: dict[SeriesKey, DriftMonitor | CategoricalDriftMonitor] = {}
-        self.offsets: dict[int, int] = {}
-
-    def _applied(self, partition: int, offset: int) -> bool:
-        return offset <= self.offsets.get(partition, -1)
-
-    def _replayed(self, offset: tuple[int, int] | None) -> bool:
-        if offset is None:
-            return False
-        partition, off = offset
-        if self._applied(partition, off):
-            return True
-        self.offsets[partition] = off
-        return False
+        self.offsets = AppliedOffsets()
 
     def monitor(self, agent_name: str, feature: str, variant_id: str | None = None, *, categorical: bool = False):
         """The monitor of a series, created on first use."""
@@ -162,7 +152,7 @@ class DriftProcessor:
         self, event: Mapping[str, Any], offset: tuple[int, int] | None
     ) -> tuple[list[Emission], list[BaseMonitor]]:
         """One outcome's values in, one at a time: the emissions so far and the monitors whose look is due."""
-        if self._replayed(offset):
+        if self.offsets.replayed(offset):
             return [], []
         values = [(name, float(event[name]), False) for name in OUTCOME_FIELDS if event.get(name) is not None]
         values += [(name, float(value), False) for name, value in sorted((event.get("features") or {}).items())]
@@ -208,7 +198,7 @@ class DriftProcessor:
         if self.settings.categorical or self.settings.per_variant:
             return 0, []
         first = events[0]
-        if offsets[0] is None or self._applied(*offsets[0]):
+        if offsets[0] is None or self.offsets.applied(offsets[0]):
             return 0, []  # no offset, or a replay: _push_outcome knows what to do
         agent = first["agent_name"]
         features = first.get("features") or {}
@@ -229,8 +219,7 @@ class DriftProcessor:
             if columns is None:
                 return 0, []
         ts = [int(e["ts"]) for e in events[:n]]
-        partition, last = offsets[n - 1]
-        self.offsets[partition] = last
+        self.offsets.mark(offsets[n - 1])
         return n, [m for m, column in zip(monitors, columns, strict=True) if m.extend(column, ts)]
 
     def on_outcome(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
@@ -240,7 +229,7 @@ class DriftProcessor:
 
     def on_metric(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
         """Feed an AgentMetric: one series per metric name."""
-        if self._replayed(offset):
+        if self.offsets.replayed(offset):
             return []
         values = [(event["name"], float(event["value"]), False)]
         return self._observe(event["agent_name"], event.get("variant_id"), values, int(event["ts"]))
@@ -328,7 +317,7 @@ class DriftProcessor:
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible state of every series and the applied offsets."""
         return {
-            "offsets": {str(k): v for k, v in self.offsets.items()},
+            "offsets": self.offsets.to_dict(),
             "monitors": [m.to_dict() for m in self.monitors.values()],
         }
 
@@ -336,7 +325,7 @@ class DriftProcessor:
     def from_dict(cls, state: Mapping[str, Any], settings: DriftSettings | None = None) -> DriftProcessor:
         """Rebuild a processor saved with :meth:`to_dict`."""
         p = cls(settings)
-        p.offsets = {int(k): int(v) for k, v in state["offsets"].items()}
+        p.offsets = AppliedOffsets.from_dict(state["offsets"])
         for ms in state["monitors"]:
             agent, feature, variant = ms["series"]
             kind = CategoricalDriftMonitor if ms["kind"] == "categorical" else DriftMonitor

@@ -68,3 +68,17 @@ def test_error_monitor_and_assurance_load_their_old_offsets() -> None:
     assert evaluator.to_dict() == before and before["offsets"] == {"outcome": {"0": 3}}
     evaluator.on_outcome(outcome(1), (0, 4))
     assert evaluator.to_dict() != before
+
+
+def test_drift_keeps_its_offsets_format() -> None:
+    from reverify.processors.drift import DriftProcessor
+
+    drift = DriftProcessor()
+    drift.on_outcome(outcome(0), (2, 40))
+    state = drift.to_dict()
+    assert state["offsets"] == {"2": 40}
+    restored = DriftProcessor.from_dict(state)
+    restored.on_outcome(outcome(0), (2, 40))
+    assert restored.to_dict() == state  # the replay changed nothing
+    restored.on_outcome(outcome(1), (2, 41))
+    assert restored.to_dict()["offsets"] == {"2": 41}
