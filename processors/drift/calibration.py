@@ -51,7 +51,7 @@ from functools import lru_cache
 
 import numpy as np
 from reverify.processors.drift.settings import DriftSettings
-from scipy import stats
+from scipy import signal, stats
 
 try:  # the exact two-sample routine behind ks_2samp's default method: same numbers, without its ~1 ms of overhead
     from scipy.stats._stats_py import _attempt_exact_2kssamp
@@ -65,6 +65,7 @@ __all__ = [
     "ks_exact",
     "ks_pvalue",
     "placement_moments",
+    "serial_correlation",
     "simulate_max_statistic",
     "tie_ranks",
     "warm_caches",
@@ -145,11 +146,14 @@ def simulate_max_statistic(
     length: int = 40_000,
     seed: int = 0,
     spread_weight: float = 1.0,
+    phi: float = 0.0,
 ) -> np.ndarray:
     """The alarm statistic at every look of ``replicates`` stationary streams, shape (replicates, looks).
 
     ``values=None`` simulates continuous data (uniforms: rank statistics are
     distribution-free); otherwise baseline and stream are resampled from ``values``.
+    ``phi > 0``: baseline and stream are one path of a Gaussian AR(1) with that
+    coefficient (mapped onto ``values``' tie pattern when given), see :func:`_ar1_cells`.
     """
     rng = np.random.default_rng(seed)
     looks = length // every
@@ -162,7 +166,9 @@ def simulate_max_statistic(
     chunk = max(1, min(replicates, _CHUNK_VALUES // max(total, 1)))
     for start in range(0, replicates, chunk):
         r = min(chunk, replicates - start)
-        if values is None:
+        if phi > 0.0:
+            cells, base_cells = _ar1_cells(rng, r, n, total, phi, None if values is None else np.bincount(codes))
+        elif values is None:
             # one searchsorted for all rows: row i lives in [2i, 2i + 1)
             offset = np.arange(r)[:, None] * 2.0
             flat = (np.sort(rng.random((r, n)), axis=1) + offset).ravel()
@@ -186,6 +192,53 @@ def simulate_max_statistic(
         q_sums = (p * p).reshape(r, looks, every).sum(axis=2)
         out[start : start + r] = _window_z(p_sums, q_sums, windows, every, n, moments, spread_weight)
     return out
+
+
+def _ar1_cells(
+    rng: np.random.Generator, r: int, n: int, total: int, phi: float, counts: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of ``r`` stationary Gaussian AR(1) paths (coefficient ``phi``): the first ``n`` values of a path are
+    its baseline, the next ``total`` its stream; ``counts`` (occurrences of each distinct baseline value) maps
+    the path's uniforms onto that tie pattern (a Gaussian copula with the baseline's own marginal).
+
+    Rank statistics see a series only through its copula, so an AR(1) of any continuous marginal obtained by a
+    monotone map of a Gaussian AR(1) is simulated exactly.
+    """
+    noise = rng.standard_normal((r, n + total))
+    noise[:, 0] /= math.sqrt(1.0 - phi * phi)  # stationary start
+    path = signal.lfilter([1.0], [1.0, -phi], noise, axis=1)
+    if counts is not None:
+        right = np.cumsum(counts) / counts.sum()
+        path = np.minimum(np.searchsorted(right, stats.norm.cdf(path), "right"), len(counts) - 1)
+    base = np.sort(path[:, :n], axis=1)
+    stream = path[:, n:]
+    cells = np.empty((r, total), dtype=np.int64)
+    base_cells = np.empty((r, n), dtype=np.int64)
+    for i in range(r):
+        b = base[i]
+        cells[i] = b.searchsorted(stream[i]) + b.searchsorted(stream[i], "right")
+        base_cells[i] = b.searchsorted(b) + b.searchsorted(b, "right")
+    return cells, base_cells
+
+
+def serial_correlation(values: np.ndarray) -> float:
+    """The AR(1) coefficient of a Gaussian copula with the lag-1 rank autocorrelation of ``values`` (arrival order).
+
+    Ranks make it blind to the marginal; for a Gaussian AR(1) the lag-1 Spearman correlation is
+    ``(6 / pi) arcsin(phi / 2)``, inverted here (Kruskal, 1958).
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.zeros(5000)
+    >>> for t in range(1, 5000):
+    ...     x[t] = 0.5 * x[t - 1] + rng.standard_normal()
+    >>> round(serial_correlation(np.exp(x)), 2)  # a lognormal AR(1): the coefficient of its Gaussian copula
+    0.5
+    """
+    ranks = stats.rankdata(values)
+    if len(ranks) < 3 or ranks.min() == ranks.max():
+        return 0.0
+    r = float(np.corrcoef(ranks[:-1], ranks[1:])[0, 1])
+    return 2.0 * math.sin(math.pi * r / 6.0)
 
 
 def _threshold_for(m: np.ndarray, quiet_looks: int, allowed: float) -> float:
@@ -221,6 +274,7 @@ def calibrate_threshold(
     length: int = 40_000,
     seed: int = 0,
     spread_weight: float = 1.0,
+    phi: float = 0.0,
 ) -> float:
     """Threshold on the max standardised placement statistic for ``rate_per_value`` false-alarm episodes per value.
 
@@ -231,7 +285,17 @@ def calibrate_threshold(
     # placements depend on the baseline's ranks only, hence a bootstrap on its tie pattern alone
     ties = None if values is None else tuple(np.unique(np.asarray(values, dtype=float), return_counts=True)[1].tolist())
     return _threshold(
-        n_baseline, ties, tuple(windows), every, rate_per_value, quiet_looks, replicates, length, seed, spread_weight
+        n_baseline,
+        ties,
+        tuple(windows),
+        every,
+        rate_per_value,
+        quiet_looks,
+        replicates,
+        length,
+        seed,
+        spread_weight,
+        phi,
     )
 
 
@@ -257,8 +321,10 @@ def _threshold(
     length: int,
     seed: int,
     spread_weight: float,
+    phi: float = 0.0,
 ) -> float:
-    """:func:`calibrate_threshold` of a continuous baseline (``ties=None``) or of one with these ties."""
+    """:func:`calibrate_threshold` of a continuous baseline (``ties=None``) or of one with these ties, serially
+    dependent as an AR(1) with coefficient ``phi`` (0: independent)."""
     values = None if ties is None else tie_ranks(ties)
     m = simulate_max_statistic(
         n_baseline,
@@ -269,6 +335,7 @@ def _threshold(
         length=length,
         seed=seed,
         spread_weight=spread_weight,
+        phi=phi,
     )
     return _threshold_for(m, quiet_looks, rate * m.size * every)
 
@@ -336,12 +403,21 @@ def ks_pvalue(sorted_baseline: np.ndarray, left: np.ndarray, right: np.ndarray, 
     return hit
 
 
-def alarm_threshold(settings: DriftSettings, n: int | None = None, values: np.ndarray | None = None) -> float:
+def alarm_threshold(
+    settings: DriftSettings,
+    n: int | None = None,
+    values: np.ndarray | None = None,
+    *,
+    phi: float = 0.0,
+    share: int = 1,
+) -> float:
     """The calibrated alarm threshold of a baseline of ``n`` values (default ``baseline_size``) under ``settings``.
 
     ``values=None``: a tie-free baseline (the distribution-free rank calibration, about a second the first time,
     then cached for the process: a worker calls this at start-up so no input waits for it); else the baseline,
-    whose ties are bootstrapped (see :func:`calibrate_threshold`).
+    whose ties are bootstrapped (see :func:`calibrate_threshold`). ``phi``: the baseline's serial dependence
+    (an AR(1) coefficient on the grid of :meth:`DriftSettings.dependence_of`); ``share``: the series' divisor of a
+    fleet budget (:class:`~processors.drift.settings.SeriesCount`).
 
     >>> 3.5 < alarm_threshold(DriftSettings()) < 5.0
     True
@@ -351,13 +427,14 @@ def alarm_threshold(settings: DriftSettings, n: int | None = None, values: np.nd
         s.baseline_size if n is None else n,
         s.windows,
         s.look_every,
-        s.rate_per_value,
+        s.rate_for(share),
         s.window // s.look_every,
         values=values,
         replicates=s.calibration_replicates,
         length=s.calibration_length,
         seed=s.calibration_seed,
         spread_weight=s.spread_weight,
+        phi=phi,
     )
 
 

@@ -5,7 +5,7 @@ window state lives in a row of its shape's bank (:mod:`.bank`) and its looks
 are taken by :mod:`.looks`, many series in one pass.
 
 >>> m = DriftMonitor(DriftSettings(baseline_size=100, window=100, windows=(50, 100)), feature="latency_ms")
->>> m.pin_baseline(np.linspace(0.0, 1.0, 100).tolist())
+>>> m.pin_baseline(np.random.default_rng(0).random(100).tolist())  # in arrival order: its dependence is estimated
 >>> reports = [m.update(5.0, i) for i in range(50)]  # far above every baseline value
 >>> m.firing, m.transition, reports[-1]["window_size"], m.shape.bank is m.shape.bank
 (True, 'fired', 50, True)
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from reverify.processors.base import pack_array, unpack_array
 from reverify.processors.drift.bank import Shape, tied_shape, untied_shape
-from reverify.processors.drift.calibration import alarm_threshold, ks_exact, ks_pvalue
+from reverify.processors.drift.calibration import alarm_threshold, ks_exact, ks_pvalue, serial_correlation
 from reverify.processors.drift.looks import look
 from reverify.processors.drift.monitor import BaseMonitor, psi_grade
-from reverify.processors.drift.settings import DriftSettings
+from reverify.processors.drift.settings import DriftSettings, SeriesCount
 
 __all__ = ["DriftMonitor"]
 
@@ -53,10 +53,13 @@ class DriftMonitor(BaseMonitor):
         agent_name: str = "",
         feature: str = "",
         variant_id: str | None = None,
+        count: SeriesCount | None = None,
     ) -> None:
-        super().__init__(settings, agent_name=agent_name, feature=feature, variant_id=variant_id)
+        super().__init__(settings, agent_name=agent_name, feature=feature, variant_id=variant_id, count=count)
         self.skipped = 0
         self.threshold = math.inf
+        self.serial_correlation = 0.0  # the baseline's, as an AR(1) coefficient (see calibration.serial_correlation)
+        self.calibrated = True  # False: too dependent to calibrate from the baseline, never alarms
         self._release: weakref.finalize | None = None
 
     def push(self, value: float, ts: int) -> bool:
@@ -117,10 +120,15 @@ class DriftMonitor(BaseMonitor):
         return look(monitors)
 
     # -- baseline ------------------------------------------------------------------
-    def _set_baseline(self, values: list[Any]) -> None:
+    def _set_baseline(self, values: list[Any], dependence: float | None = None, share: int | None = None) -> None:
+        """``values`` in arrival order become the baseline; ``dependence`` / ``share`` are restored ones (else the
+        baseline's serial dependence is estimated and the fleet share taken now)."""
         s = self.settings
-        base = np.sort(np.asarray(values, dtype=float))
+        base = np.asarray(values, dtype=float)
         base = base[np.isfinite(base)]
+        if dependence is None:
+            dependence = serial_correlation(base) if s.dependence == "ar1" else 0.0
+        base = np.sort(base)
         if len(base) < 2:
             raise ValueError("a baseline needs at least two finite values")
         self._learning = []
@@ -144,7 +152,16 @@ class DriftMonitor(BaseMonitor):
         calibration = s.calibration
         if calibration == "auto":
             calibration = "bootstrap" if tied else "rank"
-        self.threshold = alarm_threshold(s, n, None if calibration == "rank" else base)
+        self.serial_correlation = dependence
+        self._take_share(share)
+        self.calibrated = dependence <= s.max_dependence
+        self.threshold = (
+            alarm_threshold(
+                s, n, None if calibration == "rank" else base, phi=s.dependence_of(dependence), share=self.share
+            )
+            if self.calibrated
+            else math.inf
+        )
         self._ready = True
 
     @property
@@ -235,6 +252,8 @@ class DriftMonitor(BaseMonitor):
             alarm=self.firing,
             windows=rows,
             window_start=start,
+            serial_correlation=self.serial_correlation,
+            calibrated=self.calibrated,
         )
         return report
 
@@ -272,16 +291,22 @@ class DriftMonitor(BaseMonitor):
                 block_pos=self.block_pos,
                 filled=self.filled,
                 looks=self._looks,
+                serial_correlation=self.serial_correlation,
             )
         return state
 
     @classmethod
-    def from_dict(cls, state: Mapping[str, Any], settings: DriftSettings | None = None) -> DriftMonitor:
+    def from_dict(
+        cls, state: Mapping[str, Any], settings: DriftSettings | None = None, count: SeriesCount | None = None
+    ) -> DriftMonitor:
         """Rebuild a monitor saved with :meth:`to_dict` (same settings)."""
         agent, feature, variant = state["series"]
-        m = cls(settings, agent_name=agent, feature=feature, variant_id=variant)
+        m = cls(settings, agent_name=agent, feature=feature, variant_id=variant, count=count)
         if state["ready"]:
-            m._set_baseline(unpack_array(state["baseline"]).tolist())
+            # the baseline is stored sorted: its dependence and share come from the state (none before they existed)
+            m._set_baseline(
+                unpack_array(state["baseline"]).tolist(), state.get("serial_correlation", 0.0), state.get("share", 1)
+            )
             sh = m.shape
             ring = m._row("ring")
             ring[: sh.cap] = unpack_array(state["ring"], ring.dtype)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DETECTORS", "DriftSettings", "make_detector"]
+__all__ = ["DETECTORS", "DriftSettings", "SeriesCount", "make_detector"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,24 @@ class DriftSettings:
     n_series
         Series sharing the budget. The per-series budget is ``false_alarm_budget / n_series`` (Bonferroni). For an
         expected count of false alarms this is exact by linearity; Holm's step-down has no fixed family of
-        p-values to step through on a never-ending stream, so it would buy nothing here.
+        p-values to step through on a never-ending stream, so it would buy nothing here. Ignored when
+        ``fleet_false_alarm_budget`` is set.
+    fleet_false_alarm_budget
+        Expected false alarm episodes per ``budget_values`` values across the whole deployment (every series of every
+        worker), or ``None`` (the default: ``false_alarm_budget`` is per series). Each worker splits it across the
+        series it has seen (:class:`SeriesCount`), so set it to the deployment's figure divided by the number of
+        workers. A series' share is fixed when its baseline is set: ``1 / K`` with ``K`` the smallest power of two
+        at least twice the series seen so far (this one included), i.e. the fleet is assumed to double again.
+    dependence
+        ``"ar1"``: the baseline's serial dependence is estimated (lag-1 rank autocorrelation, as the coefficient of
+        a Gaussian AR(1) copula) and the threshold simulated for it; ``"independent"``: values are taken as
+        independent (the calibration before serial dependence was accounted for).
+    dependence_step
+        The estimated coefficient is rounded to this grid (one simulation per grid point per process); estimates
+        below ``dependence_step`` count as independent (within the estimate's own noise, ``1 / sqrt(n)``).
+    max_dependence
+        A series whose estimated coefficient exceeds this cannot be calibrated from its baseline (effective sample
+        size ``n (1 - phi) / (1 + phi)`` too small): it reports ``calibrated = false`` and never alarms.
     psi_grades
         PSI cut points for low / medium / high (seed: 0.1, 0.2, 0.25).
     mean_shift_sd
@@ -87,6 +104,7 @@ class DriftSettings:
     false_alarm_budget: float = 0.1
     budget_values: int = 10_000
     n_series: int = 1
+    fleet_false_alarm_budget: float | None = None
     psi_grades: tuple[float, float, float] = (0.1, 0.2, 0.25)
     mean_shift_sd: float = 2.0
     variance_ratio_bounds: tuple[float, float] = (0.5, 2.0)
@@ -94,6 +112,9 @@ class DriftSettings:
     calibration_replicates: int = 250
     calibration_length: int = 40_000
     calibration_seed: int = 0
+    dependence: str = "ar1"
+    dependence_step: float = 0.05
+    max_dependence: float = 0.9
     detectors: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     max_categories: int = 20
@@ -113,14 +134,38 @@ class DriftSettings:
             raise ValueError("spread_weight must be positive")
         if self.calibration not in ("rank", "bootstrap", "auto"):
             raise ValueError("calibration must be rank, bootstrap or auto")
+        if self.dependence not in ("ar1", "independent"):
+            raise ValueError("dependence must be ar1 or independent")
+        if not 0 < self.dependence_step < 1 or not 0 <= self.max_dependence < 1:
+            raise ValueError("dependence_step must be in (0, 1) and max_dependence in [0, 1)")
+        if self.fleet_false_alarm_budget is not None and self.fleet_false_alarm_budget <= 0:
+            raise ValueError("fleet_false_alarm_budget must be positive (or unset)")
         unknown = set(self.detectors) - set(DETECTORS)
         if unknown:
             raise ValueError(f"unknown detectors {sorted(unknown)}; use {sorted(DETECTORS)}")
 
     @property
     def rate_per_value(self) -> float:
-        """False-alarm episodes allowed per value of one series."""
-        return self.false_alarm_budget / self.budget_values / max(self.n_series, 1)
+        """False-alarm episodes allowed per value of one series (of a fleet's first series, with a fleet budget)."""
+        return self.rate_for(1)
+
+    def rate_for(self, share: int) -> float:
+        """False-alarm episodes allowed per value of a series whose share of the fleet budget is ``1 / share``."""
+        if self.fleet_false_alarm_budget is None:
+            return self.false_alarm_budget / self.budget_values / max(self.n_series, 1)
+        return self.fleet_false_alarm_budget / self.budget_values / max(share, 1)
+
+    def dependence_of(self, phi: float) -> float:
+        """The AR(1) coefficient a baseline whose estimated coefficient is ``phi`` is calibrated for.
+
+        >>> s = DriftSettings()
+        >>> [s.dependence_of(phi) for phi in (-0.2, 0.03, 0.21, 0.5, 0.78)]
+        [0.0, 0.0, 0.2, 0.5, 0.8]
+        """
+        step = self.dependence_step
+        if self.dependence == "independent" or phi < step:
+            return 0.0
+        return round(round(phi / step) * step, 6)
 
     def for_series(self, agent_name: str, feature: str) -> DriftSettings:
         """These settings with the overrides matching the series applied (most specific last)."""
@@ -130,6 +175,30 @@ class DriftSettings:
         for key in ("*/*", f"{agent_name}/*", f"*/{feature}", f"{agent_name}/{feature}"):
             merged.update(self.overrides.get(key, {}))
         return dataclasses.replace(self, **merged) if merged else self
+
+
+class SeriesCount:
+    """Series seen so far by one worker's drift processors (shared through :class:`~processors.pipeline.
+    PipelineConfig`), for splitting a fleet false-alarm budget; counted as they appear, not persisted.
+
+    >>> c = SeriesCount()
+    >>> [c.share() for _ in range(3) if c.add() is None]
+    [2, 4, 8]
+    """
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def add(self) -> None:
+        """One more series seen."""
+        self.seen += 1
+
+    def share(self) -> int:
+        """The divisor of a series whose baseline is set now: the smallest power of two at least twice the series
+        seen (the fleet is expected to double again: series that appear later get smaller shares)."""
+        return 1 << (2 * max(self.seen, 1) - 1).bit_length()
 
 
 def make_detector(name: str) -> Any:
