@@ -30,17 +30,21 @@ ValueError: latency_ms must be >= 0, got -1.0
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
+import random
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, Producer
-from reverify.processors.degradation_levels import effective_level
+from reverify.processors.learning import LearningSettings
+from reverify.processors.routing import MODES, Choice, RoutingSettings, RoutingState
 from reverify.schemas import DecodeError, decode, decode_as
 from reverify.schemas.codec import encoder
 from reverify.schemas.fields import ALERT_SEVERITIES, ERROR_SEVERITIES
@@ -660,21 +664,50 @@ class AlertSubscriber:
 
 
 class VariantRouter:
-    """Which variant an agent must use now, following the compacted ``crl.active`` topic.
+    """Which variant an agent uses for each call, decided in this process from the control topics it follows.
 
-    A background thread reads ``crl.active`` (and ``control.agents`` for pause and
-    degradation level) from the beginning, so the answer is the latest decision.
+    A background thread reads ``crl.active`` and ``control.agents`` (pause, degradation level, circuits) from the
+    beginning, and in ``thompson`` mode also ``crl.qvalues``, ``crl.decisions`` and ``control.rollbacks``; the
+    decisions themselves are :class:`processors.routing.RoutingState`'s. :meth:`choose` reads only what this process
+    holds: it never waits for the broker and never raises because it is away (the last known state, else the
+    ``default`` variant).
+
+    Parameters
+    ----------
+    mode
+        ``active`` (the active variant) or ``thompson`` (safe Thompson sampling, docs/decision-rules.md); default
+        ``[routing] mode``.
+    seed
+        Seeds the Thompson draws and the Monte Carlo propensities (reproducible runs, tests).
     """
 
-    def __init__(self, bootstrap: str | None = None, *, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        *,
+        settings: Settings | None = None,
+        mode: str | None = None,
+        seed: int | None = None,
+    ) -> None:
         self.settings = settings or Settings.load()
+        routing = self.settings.section("routing", RoutingSettings)
+        if mode is not None:
+            if mode not in MODES:
+                raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+            routing = dataclasses.replace(routing, mode=mode)
+        self.mode = routing.mode
+        cooldown = self.settings.section("learning", LearningSettings).cooldown_ms
+        self._state = RoutingState(
+            routing, cooldown_ms=cooldown, rng=random.Random(seed), np_rng=np.random.default_rng(seed)
+        )
         extra: dict[str, Any] = {"auto.offset.reset": "earliest", "enable.auto.commit": False}
         if bootstrap:
             extra["bootstrap.servers"] = bootstrap
         self._consumer = _consumer(self.settings, None, **extra)
-        self._consumer.subscribe([self.settings.topic("crl.active"), self.settings.topic("control.agents")])
-        self._active: dict[tuple[str, str], str] = {}
-        self._control: dict[str, dict[str, Any]] = {}
+        followed = ["crl.active", "control.agents"]
+        if self.mode == "thompson":
+            followed += ["crl.qvalues", "crl.decisions", "control.rollbacks"]
+        self._consumer.subscribe([self.settings.topic(name) for name in followed])
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="reverify-variant-router", daemon=True)
@@ -683,7 +716,7 @@ class VariantRouter:
     def _follow(self) -> None:
         while not self._stop.is_set():
             msg = self._consumer.poll(0.1)
-            if msg is None or msg.error() is not None:
+            if msg is None or msg.error() is not None or msg.value() is None:
                 continue
             try:
                 name, record = decode(msg.value())
@@ -691,39 +724,39 @@ class VariantRouter:
                 log.warning("reverify: skipping an undecodable control record: %s", exc)
                 continue
             with self._lock:
-                if name == "ActiveVariant":
-                    self._active[(record["agent_name"], record["task_type"])] = record["variant_id"]
-                elif name == "AgentControl":
-                    self._apply_control(record)
+                self._state.apply(name, record)
 
-    def _apply_control(self, record: dict[str, Any]) -> None:
-        """Fold one AgentControl into the agent's state (caller holds the lock).
+    def choose(
+        self, agent_name: str, task_type: str, unit_id: str | None = None, *, default: str = "default"
+    ) -> Choice:
+        """The variant for one call and its propensity (:class:`processors.routing.Choice`).
 
-        Several processors publish control records for one agent, each carrying only its own view: the error
-        monitor's records always say ``paused=False`` and its circuit level, an assurance case's its own level.
-        So ``paused`` is taken from pause/resume records only, and the level the agent must run at is the
-        highest level any source currently asks for (:func:`processors.degradation_levels.effective_level`).
+        ``unit_id`` names the unit (user, session ...) a call is for; rules that assign units consistently use it.
         """
-        state = self._control.setdefault(record["agent_name"], {"paused": False, "levels": {}, "level": 0})
-        kind = record["kind"]
-        if kind in ("pause", "resume"):
-            state["paused"] = bool(record["paused"]) if kind == "pause" else False
-        state["level"] = effective_level(state["levels"], record)
+        _string("agent_name", agent_name)
+        _string("task_type", task_type)
+        _string("unit_id", unit_id, required=False)
+        try:
+            with self._lock:
+                return self._state.choose(agent_name, task_type, now_ms=_now_ms(), default=default)
+        except Exception:  # a bug of ours must not stop the agent: it runs the variant it would have run before
+            log.exception("reverify: choosing a variant failed; using the active variant")
+            return Choice(self.variant_for(agent_name, task_type, default), 1.0, "fallback", "error while choosing")
 
     def variant_for(self, agent_name: str, task_type: str, default: str = "default") -> str:
         """The active variant of ``agent_name``/``task_type``, or ``default`` while none is known."""
         with self._lock:
-            return self._active.get((agent_name, task_type), default)
+            return self._state.variant_for(agent_name, task_type, default)
 
     def is_paused(self, agent_name: str) -> bool:
         """True while an assurance case holds the agent paused (the latest pause/resume record says so)."""
         with self._lock:
-            return bool(self._control.get(agent_name, {}).get("paused", False))
+            return self._state.is_paused(agent_name)
 
     def degradation_level(self, agent_name: str) -> int:
         """The graceful-degradation level (0 = full service ... 4) the agent must run at: the highest any source asks."""
         with self._lock:
-            return int(self._control.get(agent_name, {}).get("level", 0))
+            return self._state.degradation_level(agent_name)
 
     def close(self) -> None:
         self._stop.set()
