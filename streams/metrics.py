@@ -37,6 +37,23 @@ CIRCUIT_BREAKER_STATE = Gauge("circuit_breaker_state", "0 closed, 1 half-open, 2
 DEGRADATION_LEVEL = Gauge("degradation_level", "Graceful-degradation level (0-4)", ["agent_name"])
 ASSURANCE_FAILURES = Counter("assurance_failures_total", "Assurance verdicts that turned failed", ["case"])
 RECOVERY_TIME = Histogram("recovery_time", "Seconds from a rollback's cause to the new active variant")
+NOTIFICATIONS_SENT = Counter(
+    "reverify_notifications_sent_total", "Notifications a receiver accepted", ["receiver", "channel"]
+)
+NOTIFICATIONS_FAILED = Counter(
+    "reverify_notifications_failed_total", "Notifications dead-lettered after every attempt", ["receiver", "channel"]
+)
+NOTIFICATIONS_RETRIED = Counter(
+    "reverify_notifications_retried_total",
+    "Delivery attempts that failed and were tried again",
+    ["receiver", "channel"],
+)
+NOTIFICATION_LATENCY = Histogram(
+    "reverify_notification_delivery_seconds",
+    "From a notification being due to its receiver accepting it (retries included)",
+    ["receiver", "channel"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 ROLLBACKS = Counter("reverify_rollbacks_total", "Rollbacks emitted", ["agent_name", "task_type"])
 
 

@@ -31,6 +31,9 @@ from reverify.streams.settings import Settings
 def up(demo: bool, demo_rate: float) -> None:
     """Start the embedded stack: broker (if none listens), topics, workers, ClickHouse history."""
     settings = load_settings(check_processors=True)
+    from reverify.streams.cli.notify import notify_config
+
+    notifications = notify_config(settings)
     if demo and not settings.sections.get("assurance"):
         # the demo fleet's own claims, so the assurance cases are seen at work too (a reverify.toml replaces them)
         settings = dataclasses.replace(settings, sections={**settings.sections, "assurance": DEMO_CASES})
@@ -51,6 +54,13 @@ def up(demo: bool, demo_rate: float) -> None:
         console.print(f"[green]✓[/] topics ready ({len(created)} created, {settings.partitions} partitions each)")
         threads += _start_history(settings, stop, fresh_broker=started)
         history = bool(threads)
+        if notifications.enabled:
+            from reverify.streams.notify import start_notify
+
+            threads.append(start_notify(settings, notifications, stop))
+            console.print(
+                f"[green]✓[/] notifying {', '.join(notifications.receivers)} (reverify notify check shows the routes)"
+            )
         if demo:
             threads.append(_start_demo(settings, stop, demo_rate))
             console.print(f"[green]✓[/] demo fleet publishing ~{demo_rate:.0f} outcomes/s (degrades and drifts soon)")
