@@ -62,6 +62,7 @@ class Outcome:
     seconds: float = 0.0
     skipped: bool = False
     errors: list[str] = field(default_factory=list)
+    done_ms: int = field(default_factory=lambda: int(time.time() * 1000))  # wall clock when it ended
 
 
 class DeliveryError(Exception):

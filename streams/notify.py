@@ -146,7 +146,14 @@ class NotifyService:
             )
         )
         self._producer = Producer(
-            self.settings.kafka_config(**{"enable.idempotence": True, "acks": "all", "partitioner": "murmur2_random"})
+            self.settings.kafka_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "partitioner": "murmur2_random",
+                    "logger": logging.getLogger("reverify.sdk.librdkafka"),
+                }
+            )
         )
         self._commands = self._follow_commands()
         try:
@@ -245,7 +252,7 @@ class NotifyService:
             return
         if outcome.ok:
             metrics.NOTIFICATIONS_SENT.labels(*labels).inc()
-            metrics.NOTIFICATION_LATENCY.labels(*labels).observe(max(0.0, self.clock_ms() / 1000 - note.ts / 1000))
+            metrics.NOTIFICATION_LATENCY.labels(*labels).observe(max(0.0, (outcome.done_ms - note.ts) / 1000))
             if labels in self._failing:
                 self._failing.discard(labels)
                 self._publish_alert(delivery_failed_alert(*labels, "", outcome.attempts, self.clock_ms(), "resolved"))

@@ -173,9 +173,9 @@ class NotifySettings:
     backoff: float = 0.5
     backoff_max: float = 30.0
     group_by: tuple[str, ...] = ()
-    group_wait: str = "30s"
-    group_interval: str = "5m"
-    repeat_interval: str = "4h"
+    group_wait: str | float = "30s"
+    group_interval: str | float = "5m"
+    repeat_interval: str | float = "4h"
     group: str = "reverify-notify"
 
 
@@ -238,6 +238,9 @@ def _dataclass_section(name: str, raw: Any, cls: type, errors: list[str]) -> Any
     for key, value in raw.items():
         if key not in kinds:
             errors.append(f"[{name}]: {key!r} is not a setting; {_known(key, tuple(kinds))}")
+            continue
+        if key in _TIMINGS:
+            values[key] = value  # "30s" or seconds as a number: parse_duration below says which is wrong
             continue
         try:
             values[key] = _coerce(value, kinds[key])

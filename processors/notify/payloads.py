@@ -170,6 +170,16 @@ def webhook_body(n: Notification, console_url: str = "") -> dict[str, Any]:
     }
 
 
+def _facts(alert: Mapping[str, Any]) -> list[str]:
+    """What a person reads under an alert's title: its message, the evidence, who acknowledged it."""
+    lines = [str(alert["message"])] if alert.get("message") else []
+    if evidence_text(alert):
+        lines.append(f"Evidence: {evidence_text(alert)}")
+    if alert.get("acknowledged_by"):
+        lines.append(f"Acknowledged by {alert['acknowledged_by']}")
+    return lines
+
+
 def _headline(n: Notification) -> str:
     firing = sum(a["status"] == "firing" for a in n.alerts)
     status = n.status.upper() + (f":{firing}" if n.status == "firing" else "")
@@ -183,13 +193,7 @@ def slack_body(n: Notification, console_url: str = "") -> dict[str, Any]:
     for a in n.alerts:
         labels = alert_labels(a)
         icon = ":white_check_mark:" if a["status"] == "resolved" else ":rotating_light:"
-        lines = [f"{icon} *{a['title']}* ({a['severity']}, {a['status']})"]
-        if a.get("message"):
-            lines.append(str(a["message"]))
-        if evidence_text(a):
-            lines.append(f"Evidence: {evidence_text(a)}")
-        if a.get("acknowledged_by"):
-            lines.append(f"Acknowledged by {a['acknowledged_by']}")
+        lines = [f"{icon} *{a['title']}* ({a['severity']}, {a['status']})", *_facts(a)]
         link = console_link(console_url, a)
         if link:
             lines.append(f"<{link}|Open in the reverify console>")
@@ -275,14 +279,9 @@ def email_message(n: Notification, sender: str, to: Sequence[str], console_url: 
     parts = []
     for a in n.alerts:
         lines = [f"{a['status'].upper()} {a['severity']}: {a['title']}"]
-        if a.get("message"):
-            lines.append(str(a["message"]))
-        if evidence_text(a):
-            lines.append(f"Evidence: {evidence_text(a)}")
+        lines += _facts(a)
         lines.append("Labels: " + ", ".join(f"{k}={v}" for k, v in sorted(alert_labels(a).items())))
         lines.append(f"Since: {rfc3339(a['starts_at'])}")
-        if a.get("acknowledged_by"):
-            lines.append(f"Acknowledged by: {a['acknowledged_by']}")
         link = console_link(console_url, a)
         if link:
             lines.append(f"Console: {link}")

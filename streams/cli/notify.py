@@ -31,6 +31,18 @@ def notify_config(settings: Settings) -> Any:
         raise SystemExit(2) from None
 
 
+def duration_text(ms: int) -> str:
+    """Milliseconds as a person writes them in reverify.toml.
+
+    >>> duration_text(30_000), duration_text(300_000), duration_text(14_400_000), duration_text(1_500)
+    ('30s', '5m', '4h', '1500ms')
+    """
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
 def _route_rows(routes: Any, depth: int = 0) -> list[list[Any]]:
     rows = []
     for r in routes:
@@ -41,7 +53,7 @@ def _route_rows(routes: Any, depth: int = 0) -> list[list[Any]]:
                 ", ".join(match) or "everything",
                 r.receiver,
                 ", ".join(r.group_by),
-                f"{r.group_wait_ms / 1000:g}s / {r.group_interval_ms / 1000:g}s / {r.repeat_interval_ms / 1000:g}s",
+                " / ".join(duration_text(ms) for ms in (r.group_wait_ms, r.group_interval_ms, r.repeat_interval_ms)),
                 "yes" if r.continue_matching else "",
             ]
         )
