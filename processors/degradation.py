@@ -179,6 +179,7 @@ class _BernoulliChannel:
     pending_good: float = 0
     pending_bad: float = 0
     statistic: float = 0.0
+    started: int | None = None  # event time of the running excursion's first observation (None: at rest)
 
     @property
     def baseline_n(self) -> float:
@@ -190,7 +191,8 @@ class _BernoulliChannel:
         n = self.good + self.bad
         return self.good / n if n else 0.0
 
-    def observe(self, x: float) -> float:
+    def observe(self, x: float, ts: int | None = None) -> float:
+        at_rest = not self.statistic
         a, b = 1.0 + self.good, 1.0 + self.bad
         s, f = self.pending_good, self.pending_bad
         p0 = a / (a + b)
@@ -220,6 +222,8 @@ class _BernoulliChannel:
             self.pending_bad = f + 1.0 - x
         if self.statistic <= 0.0:
             self.commit()  # the excursion ended: its data are settled and join the baseline
+        elif at_rest:
+            self.started = ts  # Page's change-point estimate: the run the alarm will be about begins here
         return self.statistic
 
     def commit(self) -> None:
@@ -227,19 +231,37 @@ class _BernoulliChannel:
         self.bad += self.pending_bad
         self.pending_good = self.pending_bad = 0
         self.statistic = 0.0
+        self.started = None
+
+    @property
+    def run_length(self) -> float:
+        """Observations in the running excursion (a fractional observation counts once)."""
+        return self.pending_good + self.pending_bad
 
     def to_list(self) -> list[float]:
-        return [self.good, self.bad, self.pending_good, self.pending_bad, self.statistic]
+        saved = [self.good, self.bad, self.pending_good, self.pending_bad, self.statistic]
+        return saved if self.started is None else [*saved, self.started]
 
 
 @dataclass(frozen=True, slots=True)
 class DegradationAlarm:
-    """Which CUSUM fired, its statistic and threshold, and the seed's window evidence."""
+    """Which CUSUM fired, its statistic and threshold, and the seed's window evidence.
+
+    ``metrics`` also says where the degraded run began: ``run_length`` observations, the first at event time
+    ``run_started_at`` (when the outcomes carried one). That is the first evidence of the failure an incident's
+    MTTR counts from (:mod:`processors.incidents`), earlier than the alarm by the detection delay.
+    """
 
     channel: str
     statistic: float
     threshold: float
     metrics: dict[str, float]
+
+    @property
+    def run_started_at(self) -> int | None:
+        """Event time of the first observation of the excursion that fired (``None`` if not known)."""
+        started = self.metrics.get("run_started_at")
+        return None if started is None else int(started)
 
     @property
     def trigger(self) -> str:
@@ -333,15 +355,16 @@ class DegradationDetector:
             "reward": self._reward.statistic,
         }
 
-    def update(self, success: bool, reward: float) -> DegradationAlarm | None:
-        """Apply one outcome; return the alarm if a CUSUM crossed its threshold (the detector then resets)."""
+    def update(self, success: bool, reward: float, ts: int | None = None) -> DegradationAlarm | None:
+        """Apply one outcome (of event time ``ts``, when known); return the alarm if a CUSUM crossed its threshold
+        (the detector then resets)."""
         success, reward = bool(success), float(reward)
         armed = self.armed
         self._recent.append((success, reward))
         self._recent_events.append(False)
-        s = self._success.observe(success)
-        e = self._errors.observe(True)
-        r = self._reward.observe(min(max(reward, 0.0), 1.0))
+        s = self._success.observe(success, ts)
+        e = self._errors.observe(True, ts)
+        r = self._reward.observe(min(max(reward, 0.0), 1.0), ts)
         if not armed:
             # Warm-up: everything observed is baseline; no excursion is held back.
             self._success.commit()
@@ -356,11 +379,11 @@ class DegradationDetector:
             return self._fire("errors", e, self.error_threshold)
         return None
 
-    def record_error(self) -> DegradationAlarm | None:
+    def record_error(self, ts: int | None = None) -> DegradationAlarm | None:
         """Apply one error event naming the arm (never a pipeline error)."""
         armed = self.armed
         self._recent_events.append(True)
-        e = self._errors.observe(False)
+        e = self._errors.observe(False, ts)
         if not armed:
             self._errors.commit()
             return None
@@ -372,6 +395,10 @@ class DegradationDetector:
         metrics = self.evidence()
         metrics["statistic"] = statistic
         metrics["threshold"] = threshold
+        run = {"success": self._success, "errors": self._errors, "reward": self._reward}[channel]
+        metrics["run_length"] = float(run.run_length)
+        if run.started is not None:
+            metrics["run_started_at"] = float(run.started)
         alarm = DegradationAlarm(channel, statistic, threshold, metrics)
         self.reset()
         return alarm
@@ -438,10 +465,8 @@ class DegradationDetector:
     def from_dict(cls, data: dict[str, Any], **params: Any) -> DegradationDetector:
         """Restore :meth:`to_dict` output; ``params`` are the constructor parameters."""
         det = cls(**params)
-        g, b, pg, pb, st = data["success"]
-        det._success = _BernoulliChannel(det.success_shift, True, int(g), int(b), int(pg), int(pb), float(st))
-        g, b, pg, pb, st = data["errors"]
-        det._errors = _BernoulliChannel(det.error_shift, False, int(g), int(b), int(pg), int(pb), float(st))
+        det._success = _count_channel(data["success"], det.success_shift, True)
+        det._errors = _count_channel(data["errors"], det.error_shift, False)
         det._reward = _reward_channel(data["reward"], det.reward_shift)
         if "recent" in data:  # state written before the compact form
             recent = [(bool(ok), float(r)) for ok, r in data["recent"]]
@@ -453,6 +478,21 @@ class DegradationDetector:
         flags = (ch == "1" for ch in events) if isinstance(events, str) else (bool(x) for x in events)
         det._recent_events = deque(flags, maxlen=det.window)
         return det
+
+
+def _started(saved: list[float]) -> int | None:
+    """The excursion's start from a saved channel list (absent at rest, and in state written before it was kept)."""
+    return int(saved[5]) if len(saved) > 5 else None
+
+
+def _count_channel(saved: list[float], shift: float, relative: bool) -> _BernoulliChannel:
+    """The success or error channel from its saved list (integer counts).
+
+    >>> _count_channel([40, 2, 3, 1, 1.5, 1700], 0.25, True).started
+    1700
+    """
+    g, b, pg, pb, st = saved[:5]
+    return _BernoulliChannel(shift, relative, int(g), int(b), int(pg), int(pb), float(st), _started(saved))
 
 
 def _reward_channel(saved: list[float], shift: float) -> _BernoulliChannel:
@@ -469,5 +509,5 @@ def _reward_channel(saved: list[float], shift: float) -> _BernoulliChannel:
         n, mean, _, pending_n, pending_sum, _, _ = saved
         good = float(n) * float(mean) + float(pending_sum)
         return _BernoulliChannel(shift, True, good, float(n) + float(pending_n) - good, 0.0, 0.0)
-    g, b, pg, pb, st = saved
-    return _BernoulliChannel(shift, True, float(g), float(b), float(pg), float(pb), float(st))
+    g, b, pg, pb, st = saved[:5]
+    return _BernoulliChannel(shift, True, float(g), float(b), float(pg), float(pb), float(st), _started(saved))

@@ -122,6 +122,7 @@ class CircuitBreaker:
         self.successes = 0  # consecutive successes while half-open
         self.last_failure_ms: int | None = None
         self.opened_ms: int | None = None
+        self.run_started_ms: int | None = None  # first failure of the run that opened (or may open) the circuit
 
     def allows(self, now_ms: int) -> bool:
         """Whether a call at ``now_ms`` would be let through (closed, half-open, or open past its timeout)."""
@@ -135,6 +136,8 @@ class CircuitBreaker:
         if self.state == HALF_OPEN:
             self._open(now_ms)  # the trial call failed: back to open, the timeout starts again
         elif self.state == CLOSED:
+            if self.failures == 0:
+                self.run_started_ms = now_ms
             self.failures += 1
             if self.failures >= self.failure_threshold:
                 self._open(now_ms)
@@ -178,11 +181,13 @@ class CircuitBreaker:
             "successes": self.successes,
             "last_failure_ms": self.last_failure_ms,
             "opened_ms": self.opened_ms,
+            "run_started_ms": self.run_started_ms,
         }
 
     def load(self, data: Mapping[str, Any]) -> CircuitBreaker:
         self.state, self.failures, self.successes = data["state"], data["failures"], data["successes"]
         self.last_failure_ms, self.opened_ms = data["last_failure_ms"], data["opened_ms"]
+        self.run_started_ms = data.get("run_started_ms")  # absent from state written before incidents
         return self
 
 
@@ -370,6 +375,15 @@ class ErrorMonitor:
         """The agent's graceful-degradation level 0-4."""
         return self._levels.get(agent, 0)
 
+    def failing_since(self, agent: str, component: str) -> int | None:
+        """Event time of the first failure of the run that opened the component's circuit (``None``: unknown)."""
+        entry = self._components.get(agent, {}).get(component)
+        return entry[1].run_started_ms if entry else None
+
+    def open_circuits(self, agent: str) -> list[str]:
+        """The agent's components whose circuit is not closed, sorted."""
+        return sorted(c for c, (_, b) in self._components.get(agent, {}).items() if b.state != CLOSED)
+
     # ------------------------------------------------------------------ persistence
 
     def to_dict(self) -> dict[str, Any]:
@@ -469,7 +483,7 @@ class ErrorMonitor:
 
     def _level_changed(self, agent: str, level: int, ts: int, cause: str) -> list[Emission]:
         self._levels[agent] = level
-        failed = sorted(c for c, (_, b) in self._components.get(agent, {}).items() if b.state != CLOSED)
+        failed = self.open_circuits(agent)
         reason = f"errors: {level_name(level)}" + (f" ({', '.join(failed)} failing)" if failed else "")
         out = [self._control(agent, "degrade", ts, cause, reason, level)]
         threshold = self.settings.degradation_alert_level

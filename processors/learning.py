@@ -501,7 +501,7 @@ class LearningLoop:
         success, reward = bool(event["success"]), float(event["reward"])
         s = self.settings
         arm.update(success, reward, alpha=s.alpha, gamma=s.gamma, max_next_q=max_next_q)
-        alarm = self.detectors[variant].update(success, reward)
+        alarm = self.detectors[variant].update(success, reward, ts)
         out += self._qvalue(variant, ts, cause)
         if alarm is not None:
             out += self._on_alarm(variant, alarm, ts, cause)
@@ -516,7 +516,7 @@ class LearningLoop:
             return []
         variant, ts, cause = event["variant_id"], int(event["ts"]), event["event_id"]
         self._arm(variant).record_error()
-        alarm = self.detectors[variant].record_error()
+        alarm = self.detectors[variant].record_error(ts)
         out = self._qvalue(variant, ts, cause)
         if alarm is not None:
             out += self._on_alarm(variant, alarm, ts, cause)
@@ -532,12 +532,15 @@ class LearningLoop:
             return []
         args = event["args"]
         case = args.get("case", "assurance")
+        metrics = self.detectors[self.active].evidence() if self.active in self.detectors else {}
+        if args.get("failing_since"):
+            metrics["run_started_at"] = float(args["failing_since"])  # the case's first failed verdict
         alarm = ExternalAlarm(
             trigger=f"assurance:{case}",
             reason=args.get("reason") or f"assurance case {case} failed",
             statistic=float(args.get("value", 0.0) or 0.0),
             threshold=float(args.get("threshold", 0.0) or 0.0),
-            metrics=self.detectors[self.active].evidence() if self.active in self.detectors else {},
+            metrics=metrics,
         )
         return self._on_alarm(self.active, alarm, int(event["ts"]), event["event_id"])
 

@@ -34,6 +34,7 @@ from reverify.processors.assurance import AssuranceCase, AssuranceEvaluator, par
 from reverify.processors.base import Emission
 from reverify.processors.drift import DriftProcessor, DriftSettings, SeriesCount, feed_fetch
 from reverify.processors.errors import ErrorMonitor, ErrorSettings
+from reverify.processors.incidents import IncidentSettings, IncidentTracker
 from reverify.processors.learning import LearningLoop, LearningSettings
 
 
@@ -46,6 +47,7 @@ class PipelineConfig:
     alerting: AlertingSettings = field(default_factory=AlertingSettings)
     errors: ErrorSettings = field(default_factory=ErrorSettings)
     cases: tuple[AssuranceCase, ...] = ()
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
     version: str = ""
     # the drift series every pipeline of this config (one worker's) has seen: how a fleet budget is split
     drift_series: SeriesCount = field(default_factory=SeriesCount, compare=False, repr=False)
@@ -58,13 +60,15 @@ class PipelineConfig:
         alerting = settings.section("alerting", AlertingSettings)
         errors = settings.section("errors", ErrorSettings)
         cases = tuple(parse_cases(settings.sections.get("assurance", [])))
+        incidents = settings.section("incidents", IncidentSettings)
         text = json.dumps(
-            [asdict(learning), asdict(alerting), asdict(errors), [c.to_dict() for c in cases], repr(drift)],
+            [asdict(learning), asdict(alerting), asdict(errors), [c.to_dict() for c in cases], repr(drift)]
+            + ([asdict(incidents)] if incidents != IncidentSettings() else []),  # versions of older configs hold
             sort_keys=True,
             default=str,
         )
         version = hashlib.sha256(text.encode()).hexdigest()[:12]
-        return cls(learning, drift, alerting, errors, cases, version)
+        return cls(learning, drift, alerting, errors, cases, incidents, version)
 
 
 class AgentPipeline:
@@ -78,6 +82,17 @@ class AgentPipeline:
         self.alerts = AlertManager(config.alerting)
         self.errors = ErrorMonitor(config.errors, self.alerts, settings_version=config.version)
         self.assurance = AssuranceEvaluator(config.cases, self.alerts, config.version)
+        self.incidents = IncidentTracker(config.incidents, self.alerts, config.version)
+
+    # What the incident tracker asks of the other processors (processors.incidents.Context).
+    def failing_since(self, agent: str, component: str) -> int | None:
+        return self.errors.failing_since(agent, component)
+
+    def drift_in_alarm(self, agent: str) -> list[str]:
+        return self.drift.in_alarm(agent)
+
+    def open_circuits(self, agent: str) -> list[str]:
+        return self.errors.open_circuits(agent)
 
     @staticmethod
     def configure(settings: Any) -> PipelineConfig:
@@ -126,6 +141,7 @@ class AgentPipeline:
             out += self._follow(out)  # an error alarm's rollback alert inhibits like any other
             out += self.errors.on_error(record, offset)
             out += self.assurance.on_error(record, offset)
+            self.incidents.on_error(record, offset)
         elif record_type == "AgentMetric":
             out = self.drift.on_metric(record, offset)
             out += self._follow(out)
@@ -139,7 +155,7 @@ class AgentPipeline:
             out = self.on_command(record)
         else:
             out = []
-        return self._act(out)
+        return self._act(out, manual=record_type == "Command")  # a command is a person's action
 
     def _outcomes(self, run: Sequence[Input], emit: Callable[[list[Emission]], None]) -> tuple[int, _Stopped | None]:
         """Apply a run of outcomes, drift fed in bulk (:meth:`DriftProcessor.feed`), until one has looks due: how
@@ -168,6 +184,7 @@ class AgentPipeline:
         out += self.errors.on_outcome(record, offset)
         out += self._follow(out)
         out += self.assurance.on_outcome(record, offset)
+        out += self.incidents.on_outcome(record, offset)
         return self._act(out)
 
     def _follow(self, emitted: list[Emission]) -> list[Emission]:
@@ -184,8 +201,9 @@ class AgentPipeline:
                 out += self.alerts.note_alert(e.value)
         return out
 
-    def _act(self, emitted: list[Emission]) -> list[Emission]:
-        """Carry out an assurance ``rollback`` here: this pipeline owns the agent's learning loops."""
+    def _act(self, emitted: list[Emission], manual: bool = False) -> list[Emission]:
+        """Carry out an assurance ``rollback`` here: this pipeline owns the agent's learning loops; then the
+        incidents (:mod:`processors.incidents`) read everything emitted."""
         if not emitted:
             return emitted
         out: list[Emission] = []
@@ -196,7 +214,7 @@ class AgentPipeline:
                 if task in self.loops:
                     done = self.loops[task].on_rollback_command(e.value)
                     out += done + self._follow(done)
-        return out
+        return self.incidents.observe(out, self, manual=manual)
 
     def on_command(self, record: dict[str, Any]) -> list[Emission]:
         """Operator commands: baseline pin/reset, alert ack/silence, rollback."""
@@ -233,6 +251,7 @@ class AgentPipeline:
     def tick(self, now_ms: int) -> list[Emission]:
         """Time-driven work: stale evidence, ``for`` clocks, circuit recovery, alert repeats."""
         out = self.assurance.tick(now_ms) + self.errors.tick(now_ms)
+        out += self.incidents.tick(now_ms)
         out += self.alerts.tick(now_ms)
         return self._act(out)
 
@@ -244,6 +263,7 @@ class AgentPipeline:
             "alerts": self.alerts.to_dict(),
             "errors": self.errors.to_dict(),
             "assurance": self.assurance.to_dict(),
+            "incidents": self.incidents.to_dict(),
         }
 
     @classmethod
@@ -254,6 +274,8 @@ class AgentPipeline:
         p.alerts = AlertManager.from_dict(data["alerts"], config.alerting)
         p.errors = ErrorMonitor.from_dict(data["errors"], config.errors, p.alerts, settings_version=config.version)
         p.assurance = AssuranceEvaluator.from_dict(data["assurance"], config.cases, p.alerts, config.version)
+        # absent from state written before incidents: none open
+        p.incidents = IncidentTracker.from_dict(data.get("incidents", {}), config.incidents, p.alerts, config.version)
         return p
 
 

@@ -49,6 +49,7 @@ SCHEMA_IDS: dict[str, int] = {
     "DeadLetter": 19,
     "AgentControl": 20,
     "Command": 21,
+    "Incident": 22,
 }
 _NAMES_BY_ID = {v: k for k, v in SCHEMA_IDS.items()}
 

@@ -43,6 +43,7 @@ TOPICS: dict[str, Topic] = {
         Topic("drift.reports", "DriftReport", "agent/feature"),
         Topic("assurance.results", "AssuranceResult", "case"),
         Topic("alerts", "Alert", "fingerprint"),
+        Topic("crl.incidents", "Incident", "incident_id"),
         Topic("reverify.deadletter", "DeadLetter", "original key"),
     )
 }

@@ -44,6 +44,7 @@ TABLES: dict[str, str] = {
     "drift.reports": "drift_reports",
     "assurance.results": "assurance_results",
     "alerts": "alerts",
+    "crl.incidents": "crl_incidents",
     "reverify.deadletter": "reverify_deadletter",
 }
 

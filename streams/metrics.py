@@ -55,6 +55,20 @@ NOTIFICATION_LATENCY = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 ROLLBACKS = Counter("reverify_rollbacks_total", "Rollbacks emitted", ["agent_name", "task_type"])
+_INCIDENT_BUCKETS = (1, 5, 10, 20, 30, 45, 60, 90, 120, 300, 600, 1800, 3600)
+MTTR = Histogram(
+    "reverify_mttr_seconds",
+    "Incidents: first evidence of the failure to verified recovery (seed 004: < 60 s)",
+    ["cause"],
+    buckets=_INCIDENT_BUCKETS,
+)
+TIME_TO_DETECT = Histogram(
+    "reverify_time_to_detect_seconds",
+    "Incidents: first evidence of the failure to the alarm",
+    ["cause"],
+    buckets=_INCIDENT_BUCKETS,
+)
+INCIDENTS = Counter("reverify_incidents_total", "Incidents by how they ended", ["cause", "outcome"])
 
 
 def child(cache: dict[tuple[str, ...], Any], metric: Any, *labels: str) -> Any:
@@ -73,6 +87,8 @@ class SeedGauges:
     monitor, assurance cases) currently asks of the agent (:func:`processors.degradation_levels.effective_level`). ``drift_psi`` follows the agent-level
     series (reports of per-variant series would make it flap between variants). ``recovery_time`` is the time
     from the event that caused a rollback to the emission of the rollback (and of the new active variant).
+    Incident records feed ``reverify_time_to_detect_seconds`` (when one opens), ``reverify_mttr_seconds`` (when one
+    is verified) and ``reverify_incidents_total`` (escalated, recovered, recovered without a person).
     """
 
     def __init__(self) -> None:
@@ -85,6 +101,7 @@ class SeedGauges:
             "AgentControl": self._control,
             "AssuranceResult": self._assurance,
             "Rollback": self._rollback,
+            "Incident": self._incident,
         }
 
     def observe(self, record_type: str, record: dict[str, Any]) -> None:
@@ -117,6 +134,17 @@ class SeedGauges:
     def _rollback(record: dict[str, Any]) -> None:
         ROLLBACKS.labels(record["agent_name"], record["task_type"]).inc()
         RECOVERY_TIME.observe(max(0.0, time.time() - record["ts"] / 1000))
+
+    @staticmethod
+    def _incident(record: dict[str, Any]) -> None:
+        cause = record["cause"]
+        if record["change"] == "opened":
+            TIME_TO_DETECT.labels(cause).observe(record["time_to_detect_ms"] / 1000)
+        elif record["change"] == "escalated":
+            INCIDENTS.labels(cause, "escalated").inc()
+        elif record["status"] == "resolved":
+            MTTR.labels(cause).observe(record["mttr_ms"] / 1000)
+            INCIDENTS.labels(cause, "recovered_without_a_person" if record["automatic"] else "recovered").inc()
 
 
 def serve(port: int) -> None:

@@ -486,6 +486,7 @@ class AssuranceEvaluator:
                 "trigger": f"assurance:{case.name}",
                 "value": _fmt(value),
                 "threshold": _fmt(threshold),
+                "failing_since": str(group.failing_since),  # the incident's first evidence (processors.incidents)
             }
             if "variant_id" in group.labels:
                 args["variant_id"] = group.labels["variant_id"]

@@ -252,6 +252,14 @@ class DriftProcessor:
         m.reset_baseline()
         return out
 
+    def in_alarm(self, agent_name: str) -> list[str]:
+        """The agent's series whose drift alarm fires now (``feature`` or ``feature@variant``), sorted."""
+        return sorted(
+            m.feature if m.variant_id is None else f"{m.feature}@{m.variant_id}"
+            for (agent, _, _), m in self.monitors.items()
+            if agent == agent_name and m.firing
+        )
+
     def _labels(self, m: BaseMonitor) -> dict[str, str]:
         labels = {"agent_name": m.agent_name, "feature": m.feature}
         if m.variant_id is not None:
