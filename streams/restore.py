@@ -90,14 +90,20 @@ def rebuild(
 ) -> dict[str, AgentPipeline]:
     """Pipelines per agent after replaying the stored inputs (at most the newest ``limit``)."""
     pipelines: dict[str, AgentPipeline] = {}
+    last: dict[str, int] = {}
     for i, (record_type, record) in enumerate(_inputs(client, limit), 1):
         agent = record["agent_name"]
         pipeline = pipelines.get(agent)
         if pipeline is None:
             pipeline = pipelines[agent] = AgentPipeline(agent, config)
         pipeline.on_event(record_type, record, None)  # type: ignore[arg-type]
+        last[agent] = record["ts"]
         if progress and i % 1000 == 0:
             progress(i)
+    for agent, pipeline in pipelines.items():
+        # The timer's work up to the agent's last stored event, as the worker's timer did it: an incident already
+        # escalated (its record is in the history) must not escalate again at the restored worker's first tick.
+        pipeline.tick(last[agent])
     return pipelines
 
 

@@ -2,8 +2,7 @@
 -- recovery), time to detect and to act, recovered without a person, why.
 SELECT incident_id, agent_name AS agent, if(task_type != '', task_type, component) AS task, cause, status,
        round(mttr_ms / 1000, 1) AS mttr_s, round(time_to_detect_ms / 1000, 1) AS detect_s,
-       round(time_to_act_ms / 1000, 1) AS act_s, automatic, escalation_reason, action, why,
-       failure_started_at, detected_at, resolved_at
+       round(time_to_act_ms / 1000, 1) AS act_s, automatic AS auto, why, detected_at
 FROM (
     SELECT * FROM crl_incidents FINAL
     WHERE ts >= fromUnixTimestamp64Milli({since_ms:Int64})

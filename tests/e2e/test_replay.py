@@ -101,7 +101,8 @@ def test_replay_decides_what_a_worker_decides_on_the_same_inputs(worker_factory:
     replayed = emitted(run_replay(tmp_path, str(path), "--json").stdout)
 
     followers = {
-        t: e2e.Follower(settings, t) for t in ("control.rollbacks", "crl.decisions", "crl.active", "crl.qvalues")
+        t: e2e.Follower(settings, t)
+        for t in ("control.rollbacks", "crl.decisions", "crl.active", "crl.qvalues", "crl.incidents")
     }
     with AgentEvents(settings=settings) as sdk:
         for line in lines:
@@ -136,5 +137,19 @@ def test_replay_decides_what_a_worker_decides_on_the_same_inputs(worker_factory:
         follower.poll(1.0)  # anything beyond what the replay emitted would show here
         assert sorted(tuple(r[f] for f in fields) for _t, _type, r in follower.seen) == want, topic
     assert keyed("Rollback", ("agent_name",))  # the comparison covers a rollback
+    # The incidents the rollbacks open, with their first evidence and time to detect. How they end follows the
+    # clock of the timer that escalates them: the worker's wall clock (years after these inputs' times) and the
+    # replay's event time, so only the openings are the same.
+    fields = ("event_id", "incident_id", "agent_name", "failure_started_at", "detected_at", "time_to_detect_ms")
+    want = sorted(
+        tuple(r[f] for f in fields) for r in replayed if r["record_type"] == "Incident" and r["change"] == "opened"
+    )
+    assert len(want) == len(keyed("Rollback", ("agent_name",)))
+    incidents = followers["crl.incidents"]
+    got: list[tuple[Any, ...]] = []
+    while time.monotonic() < deadline and len(got) < len(want):
+        incidents.poll(1.0)
+        got = sorted(tuple(r[f] for f in fields) for _t, _type, r in incidents.seen if r["change"] == "opened")
+    assert got == want
     for follower in followers.values():
         follower.close()

@@ -68,11 +68,14 @@ def test_rebuild_from_history_equals_the_live_state(settings: Settings):
     finally:
         client.close()
     live: dict[str, AgentPipeline] = {}
+    emitted: list[str] = []
     for r in rows:
-        live.setdefault(r["agent_name"], AgentPipeline(r["agent_name"], PipelineConfig())).on_event(
-            "AgentOutcome", dict(r), None
-        )
+        pipeline = live.setdefault(r["agent_name"], AgentPipeline(r["agent_name"], PipelineConfig()))
+        emitted += [e.record_type for e in pipeline.on_event("AgentOutcome", dict(r), None)]
+    for agent, pipeline in live.items():  # the worker's timer, at the agent's last event
+        pipeline.tick(max(r["ts"] for r in rows if r["agent_name"] == agent))
     assert set(rebuilt) == {"agent0", "agent1"}
+    assert "Incident" in emitted  # the incidents the rollbacks opened are part of the state compared
     for agent, pipeline in live.items():
         assert rebuilt[agent].to_dict() == pipeline.to_dict()
     # the scenario is not trivial: arms were learned and a variant was promoted or rolled back
