@@ -4,7 +4,10 @@ Sections (seed *crl-safety-mechanisms*, "Safety Dashboard"): system health
 overview, recent rollbacks (last 10), pending proposals, high-confidence
 variants ready for auto-apply (Q >= 0.9 and n >= 10), and degradation alerts
 (firing alerts). Arm throughput for the overview comes from the ``arm_hourly``
-rollup that the materialized views keep.
+rollup that the materialized views keep. Beside them, the self-healing seed's
+section: recent incidents (last 10) with their MTTR, and in the overview the
+median MTTR and the share of incidents recovered without a person (seed
+target: more than 80 %) over 30 days.
 
 >>> status_of({"rollbacks_30d": 0, "firing_critical": 0, "firing_alerts": 0})
 'HEALTHY'
@@ -56,6 +59,28 @@ SELECT ts, rollback_id, agent_name, task_type, from_variant, to_variant, reason,
 FROM control_rollbacks FINAL ORDER BY ts DESC LIMIT 10
 """
 
+_LATEST_INCIDENTS = """
+SELECT * FROM crl_incidents FINAL WHERE ts >= fromUnixTimestamp64Milli({d30:Int64})
+ORDER BY incident_id, ts DESC, status = 'resolved' DESC LIMIT 1 BY incident_id
+"""
+
+_INCIDENT_STATS = f"""
+SELECT count() AS incidents_30d,
+       countIf(status IN ('open', 'verifying')) AS incidents_open,
+       countIf(status = 'escalated') AS incidents_escalated,
+       round(quantileExactInclusiveIf(0.5)(mttr_ms, status = 'resolved') / 1000, 1) AS mttr_median_s,
+       round(countIf(automatic) / greatest(countIf(status IN ('resolved', 'escalated')), 1), 3)
+           AS recovered_without_a_person
+FROM ({_LATEST_INCIDENTS})
+"""
+
+_INCIDENTS = f"""
+SELECT incident_id, agent_name, if(task_type != '', task_type, component) AS task, cause, status,
+       round(mttr_ms / 1000, 1) AS mttr_s, round(time_to_detect_ms / 1000, 1) AS detect_s,
+       round(time_to_act_ms / 1000, 1) AS act_s, automatic, why
+FROM ({_LATEST_INCIDENTS}) ORDER BY detected_at DESC LIMIT 10
+"""
+
 _PENDING = """
 SELECT p.proposal_id, p.last_ts AS ts, p.agent_name, p.task_type, p.variant_id, p.proposal_type, p.confidence, p.reasoning
 FROM (
@@ -99,12 +124,13 @@ def dashboard(client: Client, now: float | None = None) -> dict[str, Any]:
     -------
     dict
         ``generated``, ``status``, ``overview`` (dict), ``recent_rollbacks``,
-        ``pending_proposals``, ``ready_for_auto_apply``, ``degradation_alerts``
-        (lists of dicts).
+        ``pending_proposals``, ``ready_for_auto_apply``, ``degradation_alerts``,
+        ``recent_incidents`` (lists of dicts).
     """
     now = time.time() if now is None else now
     params = {"d30": int((now - 30 * 86400) * 1000), "d1": int((now - 86400) * 1000)}
     overview = _records(client, _OVERVIEW, params)[0]
+    overview.update(_records(client, _INCIDENT_STATS, params)[0])
     firing = _records(client, _FIRING, {})
     overview["firing_alerts"] = len(firing)
     overview["firing_critical"] = sum(1 for a in firing if a["severity"] == "critical")
@@ -116,4 +142,5 @@ def dashboard(client: Client, now: float | None = None) -> dict[str, Any]:
         "pending_proposals": _records(client, _PENDING, {}),
         "ready_for_auto_apply": _records(client, _READY, {"q_min": AUTO_APPLY_Q, "n_min": AUTO_APPLY_N}),
         "degradation_alerts": firing,
+        "recent_incidents": _records(client, _INCIDENTS, params),
     }

@@ -34,6 +34,7 @@ class FleetSpec:
     drift_after: int | None = None
     drift_shift: float = 1.5
     error_rate: float = 0.02
+    variant_gap: float = 0.08  # success probability lost per variant after v0
 
 
 class Fleet:
@@ -47,7 +48,7 @@ class Fleet:
         self.tasks = [f"task-{j}" for j in range(spec.tasks)]
         self.variants = [f"v{k}" for k in range(spec.variants)]
         # v0 is strong, later variants weaker: the learning loop has something to find
-        self.p_success = {v: max(0.5, 0.96 - 0.08 * k) for k, v in enumerate(self.variants)}
+        self.p_success = {v: max(0.5, 0.96 - spec.variant_gap * k) for k, v in enumerate(self.variants)}
 
     def _p(self, variant: str) -> float:
         spec = self.spec

@@ -201,6 +201,7 @@ def register(group: click.Group) -> None:
             ("pending_proposals", "Pending proposals"),
             ("ready_for_auto_apply", "High-confidence variants (Q >= 0.9, n >= 10)"),
             ("degradation_alerts", "Degradation alerts"),
+            ("recent_incidents", "Incidents (last 10): MTTR from the first evidence to the verified recovery"),
         ):
             records = board.get(key) or []
             # nested evidence (degradation_metrics, supporting_data, labels) is for --json; people get the summary

@@ -261,3 +261,24 @@ def test_settings_reject_what_cannot_work() -> None:
         IncidentSettings(tolerance=1.5)
     with pytest.raises(ValueError, match="escalate_after_ms"):
         IncidentSettings(escalate_after_ms=0)
+
+
+def test_incident_records_feed_the_mttr_and_time_to_detect_histograms() -> None:
+    from prometheus_client import REGISTRY
+    from reverify.streams.metrics import SeedGauges
+
+    def count(name: str) -> float:
+        return REGISTRY.get_sample_value(f"{name}_count", {"cause": "degradation"}) or 0.0
+
+    before = count("reverify_mttr_seconds"), count("reverify_time_to_detect_seconds")
+    agent, gauges = Agent(), SeedGauges()
+    agent.healthy_then_degraded()
+    for _ in range(300):
+        agent.outcome("v2", 0.97)
+    for record in agent.incidents():
+        gauges.observe("Incident", record)
+    assert count("reverify_time_to_detect_seconds") == before[1] + 1
+    assert count("reverify_mttr_seconds") == before[0] + 1
+    mttr = agent.incidents()[-1]["mttr_ms"] / 1000
+    total = REGISTRY.get_sample_value("reverify_mttr_seconds_sum", {"cause": "degradation"})
+    assert total is not None and total >= mttr
