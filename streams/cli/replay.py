@@ -64,6 +64,7 @@ class Summary:
         self.drift: dict[tuple[str, str, str], list[Any]] = {}  # series -> [alarms, first alarm ts, worst severity]
         self.decisions: dict[tuple[str, str, str], dict[str, Any]] = {}  # arm -> its last VariantDecision
         self.deadletters: Counter[str] = Counter()
+        self.incidents: dict[str, dict[str, Any]] = {}  # incident id -> its latest record
 
     def add(self, record_type: str, r: Mapping[str, Any]) -> None:
         self.counts[record_type] += 1
@@ -82,6 +83,8 @@ class Summary:
             self.decisions[(r["agent_name"], r["task_type"], r["variant_id"])] = dict(r)
         elif record_type == "DeadLetter":
             self.deadletters[r["reason"]] += 1
+        elif record_type == "Incident":
+            self.incidents[r["incident_id"]] = dict(r)
 
     def show(self, title: str, inputs: Counter[str], bad: int, seconds: float) -> None:
         total = sum(inputs.values())
@@ -123,8 +126,29 @@ class Summary:
                 for (a, t, v), d in sorted(self.decisions.items())
             ],
         )
+        print_table(
+            "Incidents (MTTR from the first evidence to the verified recovery)",
+            ["detected", "incident", "agent/task", "status", "mttr s", "detect s", "act s", "why"],
+            [
+                [
+                    _iso(r["detected_at"]),
+                    i,
+                    f"{r['agent_name']}/{r['task_type'] or r['component']}",
+                    r["status"],
+                    _seconds(r["mttr_ms"]),
+                    _seconds(r["time_to_detect_ms"]),
+                    _seconds(r["time_to_act_ms"]),
+                    r["why"],
+                ]
+                for i, r in self.incidents.items()
+            ],  # fmt: skip
+        )
         if self.deadletters:
             print_table("Dead letters by reason", ["reason", "count"], sorted(self.deadletters.items()))
+
+
+def _seconds(ms: int | None) -> str:
+    return "" if ms is None else f"{ms / 1000:.1f}"
 
 
 def replay_settings(config: str | None, sets: tuple[str, ...]) -> Settings:
