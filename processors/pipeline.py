@@ -36,6 +36,7 @@ from reverify.processors.drift import DriftProcessor, DriftSettings, SeriesCount
 from reverify.processors.errors import ErrorMonitor, ErrorSettings
 from reverify.processors.incidents import IncidentSettings, IncidentTracker
 from reverify.processors.learning import LearningLoop, LearningSettings
+from reverify.processors.slo import Slo, SloEvaluator, SloSettings, parse_slos
 
 
 @dataclass(frozen=True)
@@ -49,26 +50,32 @@ class PipelineConfig:
     cases: tuple[AssuranceCase, ...] = ()
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
     version: str = ""
+    slo: SloSettings = field(default_factory=SloSettings)
+    slos: tuple[Slo, ...] = ()
     # the drift series every pipeline of this config (one worker's) has seen: how a fleet budget is split
     drift_series: SeriesCount = field(default_factory=SeriesCount, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Any) -> PipelineConfig:
-        """Build from :class:`streams.settings.Settings` sections ``[learning]``, ``[drift]`` ... ``[[assurance]]``."""
+        """Build from :class:`streams.settings.Settings` sections ``[learning]``, ``[drift]`` ... ``[[assurance]]``,
+        ``[slo_alerting]`` and ``[[slo]]``."""
         learning = settings.section("learning", LearningSettings)
         drift = settings.section("drift", DriftSettings)
         alerting = settings.section("alerting", AlertingSettings)
         errors = settings.section("errors", ErrorSettings)
         cases = tuple(parse_cases(settings.sections.get("assurance", [])))
         incidents = settings.section("incidents", IncidentSettings)
-        text = json.dumps(
-            [asdict(learning), asdict(alerting), asdict(errors), [c.to_dict() for c in cases], repr(drift)]
-            + ([asdict(incidents)] if incidents != IncidentSettings() else []),  # versions of older configs hold
-            sort_keys=True,
-            default=str,
-        )
+        slo = settings.section("slo_alerting", SloSettings)
+        slos = tuple(parse_slos(settings.sections.get("slo", []), slo))
+        parts: list[Any] = [asdict(learning), asdict(alerting), asdict(errors), [c.to_dict() for c in cases]]
+        parts.append(repr(drift))
+        if incidents != IncidentSettings():  # versions of older configs hold
+            parts.append(asdict(incidents))
+        if slos:  # configurations without SLOs keep the version they had
+            parts += [asdict(slo), [s.to_dict() for s in slos]]
+        text = json.dumps(parts, sort_keys=True, default=str)
         version = hashlib.sha256(text.encode()).hexdigest()[:12]
-        return cls(learning, drift, alerting, errors, cases, incidents, version)
+        return cls(learning, drift, alerting, errors, cases, incidents, version, slo=slo, slos=slos)
 
 
 class AgentPipeline:
@@ -83,6 +90,7 @@ class AgentPipeline:
         self.errors = ErrorMonitor(config.errors, self.alerts, settings_version=config.version)
         self.assurance = AssuranceEvaluator(config.cases, self.alerts, config.version)
         self.incidents = IncidentTracker(config.incidents, self.alerts, config.version)
+        self.slos = SloEvaluator(config.slos, self.alerts, config.version, config.slo)
 
     # What the incident tracker asks of the other processors (processors.incidents.Context).
     def failing_since(self, agent: str, component: str) -> int | None:
@@ -142,10 +150,12 @@ class AgentPipeline:
             out += self.errors.on_error(record, offset)
             out += self.assurance.on_error(record, offset)
             self.incidents.on_error(record, offset)
+            out += self.slos.on_error(record, offset)
         elif record_type == "AgentMetric":
             out = self.drift.on_metric(record, offset)
             out += self._follow(out)
             out += self.assurance.on_metric(record, offset)
+            out += self.slos.on_metric(record, offset)
         elif record_type == "Approval":
             task = record.get("task_type")
             loops = [self.loops[task]] if task in self.loops else list(self.loops.values())
@@ -185,6 +195,7 @@ class AgentPipeline:
         out += self._follow(out)
         out += self.assurance.on_outcome(record, offset)
         out += self.incidents.on_outcome(record, offset)
+        out += self.slos.on_outcome(record, offset)
         return self._act(out)
 
     def _follow(self, emitted: list[Emission]) -> list[Emission]:
@@ -250,7 +261,7 @@ class AgentPipeline:
 
     def tick(self, now_ms: int) -> list[Emission]:
         """Time-driven work: stale evidence, ``for`` clocks, circuit recovery, alert repeats."""
-        out = self.assurance.tick(now_ms) + self.errors.tick(now_ms)
+        out = self.assurance.tick(now_ms) + self.errors.tick(now_ms) + self.slos.tick(now_ms)
         out += self.incidents.tick(now_ms)
         out += self.alerts.tick(now_ms)
         return self._act(out)
@@ -264,6 +275,7 @@ class AgentPipeline:
             "errors": self.errors.to_dict(),
             "assurance": self.assurance.to_dict(),
             "incidents": self.incidents.to_dict(),
+            "slo": self.slos.to_dict(),
         }
 
     @classmethod
@@ -276,6 +288,7 @@ class AgentPipeline:
         p.assurance = AssuranceEvaluator.from_dict(data["assurance"], config.cases, p.alerts, config.version)
         # absent from state written before incidents: none open
         p.incidents = IncidentTracker.from_dict(data.get("incidents", {}), config.incidents, p.alerts, config.version)
+        p.slos = SloEvaluator.from_dict(data.get("slo", {}), config.slos, p.alerts, config.version, config.slo)
         return p
 
 

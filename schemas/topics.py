@@ -44,6 +44,7 @@ TOPICS: dict[str, Topic] = {
         Topic("assurance.results", "AssuranceResult", "case"),
         Topic("alerts", "Alert", "fingerprint"),
         Topic("crl.incidents", "Incident", "incident_id"),
+        Topic("slo.reports", "SloReport", "slo/agent[/task]"),
         Topic("reverify.deadletter", "DeadLetter", "original key"),
     )
 }

@@ -1,4 +1,4 @@
-"""The seed's CRL safety dashboard, read from ClickHouse: one dict with its five sections.
+"""The seed's CRL safety dashboard, read from ClickHouse: its five sections, incidents and the error budgets.
 
 Sections (seed *crl-safety-mechanisms*, "Safety Dashboard"): system health
 overview, recent rollbacks (last 10), pending proposals, high-confidence
@@ -8,6 +8,7 @@ rollup that the materialized views keep. Beside them, the self-healing seed's
 section: recent incidents (last 10) with their MTTR, and in the overview the
 median MTTR and the share of incidents recovered without a person (seed
 target: more than 80 %) over 30 days.
+Also ``error_budgets``: each SLO's latest budget and burn rates per agent (``reverify query slo``).
 
 >>> status_of({"rollbacks_30d": 0, "firing_critical": 0, "firing_alerts": 0})
 'HEALTHY'
@@ -20,6 +21,7 @@ target: more than 80 %) over 30 days.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -103,6 +105,9 @@ ORDER BY q DESC, n DESC
 """
 
 
+_SLO = (Path(__file__).parent / "queries" / "slo.sql").read_text()
+
+
 def status_of(overview: dict[str, Any]) -> str:
     """HEALTHY, DEGRADED (a firing alert, or more than 3 rollbacks in 30 days, the seed's rate alarm) or CRITICAL."""
     if overview.get("firing_critical"):
@@ -125,7 +130,7 @@ def dashboard(client: Client, now: float | None = None) -> dict[str, Any]:
     dict
         ``generated``, ``status``, ``overview`` (dict), ``recent_rollbacks``,
         ``pending_proposals``, ``ready_for_auto_apply``, ``degradation_alerts``,
-        ``recent_incidents`` (lists of dicts).
+        ``recent_incidents``, ``error_budgets`` (lists of dicts).
     """
     now = time.time() if now is None else now
     params = {"d30": int((now - 30 * 86400) * 1000), "d1": int((now - 86400) * 1000)}
@@ -143,4 +148,5 @@ def dashboard(client: Client, now: float | None = None) -> dict[str, Any]:
         "ready_for_auto_apply": _records(client, _READY, {"q_min": AUTO_APPLY_Q, "n_min": AUTO_APPLY_N}),
         "degradation_alerts": firing,
         "recent_incidents": _records(client, _INCIDENTS, params),
+        "error_budgets": _records(client, _SLO, {"since_ms": params["d1"], "agent": "", "task": ""}),
     }

@@ -45,6 +45,7 @@ TABLES: dict[str, str] = {
     "assurance.results": "assurance_results",
     "alerts": "alerts",
     "crl.incidents": "crl_incidents",
+    "slo.reports": "slo_reports",
     "reverify.deadletter": "reverify_deadletter",
 }
 
@@ -144,9 +145,12 @@ def migrate(client: Client, ttl_days: int | Mapping[str, int | None] | None = No
             f"the ClickHouse schema is at version {have}, newer than this reverify knows ({newest}); "
             "upgrade reverify instead of migrating down"
         )
+    # Every file not recorded yet, not only those above the highest recorded: migration numbers are handed out
+    # ahead of time, so a lower number may land after a higher one was applied.
+    recorded = {int(v) for (v,) in client.query("SELECT DISTINCT version FROM schema_migrations").result_rows}
     applied = []
     for migration in migrations:
-        if migration.version <= have:
+        if migration.version in recorded:
             continue
         for statement in migration.statements:
             client.command(statement)

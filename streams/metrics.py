@@ -2,7 +2,8 @@
 
 The seed's gauges (drift_psi, rl_avg_reward, circuit_breaker_state,
 degradation_level, assurance_failures_total, recovery_time) sit beside
-throughput, dead letters and processing latency. A worker keeps the seed's
+throughput, dead letters and processing latency, and the SLO gauges
+(reverify_slo_error_budget_remaining, reverify_slo_burn_rate) from SloReports. A worker keeps the seed's
 gauges from what its pipelines emit (:class:`SeedGauges`), so they cover the
 agents whose partitions it owns and start empty after a restart until the
 next emission of each series.
@@ -69,6 +70,17 @@ TIME_TO_DETECT = Histogram(
     buckets=_INCIDENT_BUCKETS,
 )
 INCIDENTS = Counter("reverify_incidents_total", "Incidents by how they ended", ["cause", "outcome"])
+# The names Sloth and Pyrra users look for; one series per SLO and scope value (task_type "" when not per task).
+SLO_BUDGET_REMAINING = Gauge(
+    "reverify_slo_error_budget_remaining",
+    "Fraction of the SLO window's error budget left (below 0: overspent)",
+    ["slo", "agent_name", "task_type"],
+)
+SLO_BURN_RATE = Gauge(
+    "reverify_slo_burn_rate",
+    "Error ratio over the window divided by the error budget (1 - objective)",
+    ["slo", "agent_name", "task_type", "window"],
+)
 
 
 def child(cache: dict[tuple[str, ...], Any], metric: Any, *labels: str) -> Any:
@@ -102,6 +114,7 @@ class SeedGauges:
             "AssuranceResult": self._assurance,
             "Rollback": self._rollback,
             "Incident": self._incident,
+            "SloReport": self._slo,
         }
 
     def observe(self, record_type: str, record: dict[str, Any]) -> None:
@@ -129,6 +142,13 @@ class SeedGauges:
     def _assurance(record: dict[str, Any]) -> None:
         if record["verdict"] == "failed" and record.get("previous_verdict") != "failed":
             ASSURANCE_FAILURES.labels(record["case_name"]).inc()
+
+    @staticmethod
+    def _slo(record: dict[str, Any]) -> None:
+        labels = (record["slo"], record["agent_name"], record.get("task_type") or "")
+        SLO_BUDGET_REMAINING.labels(*labels).set(record["error_budget_remaining"])
+        for window, rate in record["burn_rates"].items():
+            SLO_BURN_RATE.labels(*labels, window).set(rate)
 
     @staticmethod
     def _rollback(record: dict[str, Any]) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from reverify.streams.settings import Settings, SettingsError
@@ -44,6 +46,7 @@ class CommandFailed(UserError):
 def load_settings(check_processors: bool = False) -> Settings:
     """Settings from ``reverify.toml`` and ``REVERIFY_*``; with ``check_processors`` every section is validated too."""
     from reverify.processors.assurance import AssuranceConfigError
+    from reverify.processors.slo import SloConfigError
 
     try:
         settings = Settings.load()
@@ -52,7 +55,7 @@ def load_settings(check_processors: bool = False) -> Settings:
 
             PipelineConfig.from_settings(settings)
         return settings
-    except AssuranceConfigError as exc:
+    except (AssuranceConfigError, SloConfigError) as exc:
         raise UserError(str(exc)) from None
     except SettingsError as exc:
         raise UserError(str(exc)) from None
@@ -123,3 +126,39 @@ def settings_or_fail() -> Settings:
     settings = load_settings()
     require_broker(settings)
     return settings
+
+
+def config_file(file: Path | None) -> Path:
+    """The file a ``check`` command reads: ``file``, else ``REVERIFY_CONFIG``, else ``./reverify.toml``."""
+    if file is not None:
+        return file
+    env = os.environ.get("REVERIFY_CONFIG")
+    path = Path(env) if env else Path("reverify.toml")
+    if not env and not path.exists():
+        raise UserError("no file given, REVERIFY_CONFIG is not set and there is no ./reverify.toml")
+    return path
+
+
+def toml_tables(path: Path, key: str) -> tuple[list[Any], list[str]]:
+    """``(tables, mistakes)``: the array of tables ``[[key]]`` in ``path``; a file that cannot be read is a mistake."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return [], [f"{path}: no such file"]
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [f"{path}: cannot be read: {exc}"]
+    except tomllib.TOMLDecodeError as exc:
+        return [], [f"{path}: not valid TOML: {exc}"]
+    raw = data.get(key, [])
+    if not isinstance(raw, list):
+        return [], [f"{path}: {key} must be an array of tables ([[{key}]]), got {type(raw).__name__}"]
+    return raw, []
+
+
+def print_mistakes(mistakes: list[str]) -> NoReturn:
+    """Each mistake on its own ``error:`` line, then exit status 2."""
+    for line in mistakes:
+        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    raise SystemExit(2)

@@ -40,14 +40,17 @@ import click
 from reverify.schemas.fields import OUTCOME_NUMBERS, duration_ms
 from reverify.streams.cli.common import (
     UserError,
+    config_file,
     console,
-    err,
     load_settings,
     print_json,
+    print_mistakes,
     print_table,
     settings_or_fail,
+    toml_tables,
 )
 from reverify.streams.settings import Settings
+from rich.markup import escape
 
 MIN_BASELINE_VALUES = 100
 
@@ -359,20 +362,11 @@ def pin_values(
 
 def check_assurance_file(path: Path) -> tuple[list[Any], list[str]]:
     """``(cases, mistakes)`` of the ``[[assurance]]`` tables in ``path``; a file that cannot be read is a mistake."""
-    import tomllib
     from reverify.processors.assurance import AssuranceConfigError, parse_cases
 
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        return [], [f"{path}: no such file"]
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [f"{path}: cannot be read: {exc}"]
-    except tomllib.TOMLDecodeError as exc:
-        return [], [f"{path}: not valid TOML: {exc}"]
-    raw = data.get("assurance", [])
-    if not isinstance(raw, list):
-        return [], [f"{path}: assurance must be an array of tables ([[assurance]]), got {type(raw).__name__}"]
+    raw, mistakes = toml_tables(path, "assurance")
+    if mistakes:
+        return [], mistakes
     try:
         # Exactly what a worker does with the file (processors.pipeline.PipelineConfig.from_settings).
         return parse_cases(raw), []
@@ -596,21 +590,15 @@ def register(group: click.Group) -> None:
     def assurance_check(file: Path | None, as_json: bool) -> None:
         """Validate the [[assurance]] cases of FILE (default: REVERIFY_CONFIG, else ./reverify.toml)."""
 
-        if file is None:
-            env = os.environ.get("REVERIFY_CONFIG")
-            file = Path(env) if env else Path("reverify.toml")
-            if not env and not file.exists():
-                raise UserError("no file given, REVERIFY_CONFIG is not set and there is no ./reverify.toml")
+        file = config_file(file)
         cases, mistakes = check_assurance_file(file)
         if mistakes:
-            for line in mistakes:
-                err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
-            raise SystemExit(2)
+            print_mistakes(mistakes)
         if as_json:
             print_json([c.to_dict() for c in cases])
             return
         if not cases:
-            console.print(f"[yellow]![/] {file} declares no [[assurance]] cases")
+            console.print(f"[yellow]![/] {escape(str(file))} declares no {escape('[[assurance]]')} cases")
             return
         print_table(
             f"{len(cases)} assurance cases in {file}",

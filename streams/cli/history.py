@@ -164,7 +164,7 @@ def register(group: click.Group) -> None:
     def query_cmd(
         name: str | None, agent: str, task: str, since: str, sql: str | None, params: tuple[str, ...], as_json: bool
     ) -> None:
-        """Canned analytics (leaderboard, rollbacks, drift, assurance, alerts, errors, timeline) or --sql."""
+        """Canned analytics (leaderboard, rollbacks, drift, assurance, alerts, errors, slo, timeline) or --sql."""
         from reverify.sinks.analytics import QUERIES
 
         if bool(name) == bool(sql):
@@ -202,6 +202,7 @@ def register(group: click.Group) -> None:
             ("ready_for_auto_apply", "High-confidence variants (Q >= 0.9, n >= 10)"),
             ("degradation_alerts", "Degradation alerts"),
             ("recent_incidents", "Incidents (last 10): MTTR from the first evidence to the verified recovery"),
+            ("error_budgets", "Error budgets (SLOs)"),
         ):
             records = board.get(key) or []
             # nested evidence (degradation_metrics, supporting_data, labels) is for --json; people get the summary

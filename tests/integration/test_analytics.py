@@ -199,6 +199,33 @@ def scenario(broker: str, tmp_path_factory: pytest.TempPathFactory):
                     "sample_size": 100,
                 }
             )
+    for slo, agent, task, ago, remaining, alerting in (
+        ("shop", "hunter", None, 2 * HOUR, 0.9, "none"),
+        ("shop", "hunter", None, HOUR, -0.5, "page"),  # the latest of its series
+        ("shop", "scout", None, HOUR, 0.97, "none"),
+        ("fast", "scout", "parse", HOUR, 0.4, "none"),
+        ("fast", "scout", "parse", 30 * HOUR, -3.0, "page"),  # older than --since 24h
+    ):
+        ev["SloReport"].append(
+            {
+                "event_id": _id(),
+                "ts": NOW - ago,
+                "slo": slo,
+                "sli": "success_rate",
+                "objective": 0.99,
+                "window": "30d",
+                "window_ms": 30 * 24 * HOUR,
+                "agent_name": agent,
+                "task_type": task,
+                "good": 990,
+                "total": 1000,
+                "sli_value": 0.99,
+                "error_budget_consumed": 1 - remaining,
+                "error_budget_remaining": remaining,
+                "burn_rates": {"5m": 20.0, "1h": 15.0},
+                "alerting": alerting,
+            }
+        )
     ev["Proposal"].append(
         {
             "event_id": _id(),
@@ -291,6 +318,20 @@ def test_rollbacks_drift_alerts_assurance_errors_timeline(scenario) -> None:
     assert board["overview"]["rollbacks_30d"] == 3 and board["overview"]["pending_proposals"] == 1
     assert [(r["agent_name"], r["variant_id"]) for r in board["ready_for_auto_apply"]] == [("hunter", "a")]
     assert board["status"] == "CRITICAL" and len(board["degradation_alerts"]) == 2
+
+
+def test_slo_query_and_dashboard_show_each_series_latest_budget_alerting_first(scenario) -> None:
+    client, _ = scenario
+    rows = table(execute(client, {"name": "slo"}))
+    got = [(r["slo"], r["agent"], r["task"], r["budget_remaining"], r["alerting"]) for r in rows]
+    assert got == [
+        ("shop", "hunter", "", -0.5, "page"),
+        ("fast", "scout", "parse", 0.4, "none"),
+        ("shop", "scout", "", 0.97, "none"),
+    ]
+    assert rows[0]["burn_rates"] == {"5m": 20.0, "1h": 15.0} and rows[0]["budget_consumed"] == 1.5
+    assert [r["agent"] for r in table(execute(client, {"name": "slo", "agent": "scout", "task": "parse"}))] == ["scout"]
+    assert [r["slo"] for r in dashboard(client)["error_budgets"]] == ["shop", "fast", "shop"]
 
 
 def test_sql_is_read_only_and_parameterised(scenario) -> None:

@@ -66,3 +66,16 @@ def test_rollback_qvalues_circuit_and_level_reach_the_gauges() -> None:
         apply("AgentError", error, 1_000 + j)
     assert _value("circuit_breaker_state", agent_name=agent, component="clay_api") == 2.0
     assert _value("degradation_level", agent_name=agent) == pipeline.errors.degradation_level(agent) > 0
+
+
+def test_slo_reports_reach_the_budget_and_burn_rate_gauges() -> None:
+    slo = f"gauges-{time.time_ns()}"
+    gauges = SeedGauges()
+    for remaining, rates in ((0.5, {"5m": 20.0, "1h": 3.0}), (0.25, {"5m": 0.0, "1h": 2.5})):
+        report = {"slo": slo, "agent_name": "a", "task_type": None, "error_budget_remaining": remaining,
+                  "burn_rates": rates}  # fmt: skip
+        gauges.observe("SloReport", report)
+    assert _value("reverify_slo_error_budget_remaining", slo=slo, agent_name="a", task_type="") == 0.25
+    assert _value("reverify_slo_burn_rate", slo=slo, agent_name="a", task_type="", window="1h") == 2.5
+    assert REGISTRY.get_sample_value("reverify_slo_burn_rate", {"slo": slo, "agent_name": "a", "task_type": "",
+                                                                "window": "5m"}) == 0.0  # fmt: skip
