@@ -23,6 +23,13 @@ Rules (docs/design.md section 4, issue 3):
   ``Rollback`` to the other arm with the highest Q and ``n >= rollback_min_n``,
   a critical ``Alert`` and the new ``ActiveVariant``; with no eligible target (or
   only targets in cooldown) the Alert says why and the variant stays;
+* with propensities logged (``AgentOutcome.propensity``, from ``VariantRouter.choose``), a challenger's
+  ``auto_apply`` also needs its self-normalised IPS value (:attr:`processors.qvalues.ArmStats.snips`) to reach
+  ``auto_apply_q``: the value of always playing it, estimated from the traffic routing gave it; the decision's
+  reasoning shows it;
+* a rollback reopens exploration (:meth:`LearningLoop.reopen`): every arm keeps ``reopen_weight`` of the
+  evidence of its Beta posterior, which its Q-value carries (``successes``, ``failures``) for Thompson routing
+  (:mod:`processors.routing`); so does a drift alarm on the agent (:mod:`processors.pipeline`);
 * that critical Alert reports an event (a detected change), not a lasting
   condition, so it resolves (same fingerprint, ``status`` ``resolved``,
   ``ends_at``) once the episode is over: when another variant is activated for
@@ -113,9 +120,12 @@ class LearningSettings:
     error_threshold: float | None = None
     reward_threshold: float | None = None
     min_baseline: int = 50
+    reopen_weight: float = 0.1
 
     def __post_init__(self) -> None:
         thresholds_for_budget(self.fleet_false_rollbacks)  # a budget <= 0 is an error now, not at the first arm
+        if not 0.0 <= self.reopen_weight <= 1.0:
+            raise ValueError(f"reopen_weight = {self.reopen_weight} is not allowed; use a fraction in [0, 1]")
 
     def detector_params(self) -> dict[str, Any]:
         """The :class:`DegradationDetector` parameters: thresholds from ``fleet_false_rollbacks`` unless set."""
@@ -169,6 +179,7 @@ class LearningLoop:
         # the resolved Alert repeats (title, labels, starts_at), the variant active since the alarm ("watch")
         # and its n then ("n0"). Every open alert watches the active variant: an activation resolves them all.
         self.open_alerts: dict[str, dict[str, Any]] = {}
+        self.reopened_at: int | None = None  # ts of the last reopening of exploration
         s = self.settings
         self._thresholds = (s.auto_apply_q, s.auto_apply_n, s.approval_q, s.approval_n, s.promotion_probability)
 
@@ -257,6 +268,8 @@ class LearningLoop:
             "errors": arm.errors,
             "last_outcomes": list(arm.last_outcomes),
             "source_event_id": cause,
+            "successes": arm.evidence[0],
+            "failures": arm.evidence[1],
         }
         return Emission("crl.qvalues", f"{self._key()}/{variant}", "QValue", value)
 
@@ -276,7 +289,9 @@ class LearningLoop:
         # most of decide's cost) is built only then.
         decision = classify(arm.q, arm.n, degraded, p_beats, *thresholds)
         cooled = decision == AUTO_APPLY and challenger and self._in_cooldown(self.active, variant, ts)  # type: ignore[arg-type]
-        if cooled:
+        snips = arm.snips if challenger and arm.ips_n >= s.approval_n else None
+        off_policy_low = decision == AUTO_APPLY and not cooled and snips is not None and snips < s.auto_apply_q - 1e-9
+        if cooled or off_policy_low:
             decision = HUMAN_APPROVAL
         previous = self.decisions.get(variant)
         if decision == previous:
@@ -296,6 +311,10 @@ class LearningLoop:
         reasoning = d.reasoning
         if cooled:
             reasoning += f", but within the rollback cooldown between {self.active} and {variant}: needs human approval"
+        if off_policy_low:
+            reasoning += f", but its off-policy value {snips:.3f} < {s.auto_apply_q:g}: needs human approval"
+        if snips is not None:
+            reasoning += f" (SNIPS value {snips:.3f} over {arm.ips_n} routed outcomes, ESS {arm.ips_ess:.0f})"
         self.decisions[variant] = decision
         out = [
             Emission(
@@ -335,6 +354,8 @@ class LearningLoop:
             self.proposed[variant] = proposal_id
             supporting = {"n_invocations": float(arm.n), "q": arm.q, "success_rate": arm.success_rate}
             supporting["reward_mean"] = arm.reward_mean
+            if snips is not None:
+                supporting["snips_value"] = snips
             if d.p_beats_active is not None:
                 supporting["p_beats_active"] = d.p_beats_active
             out.append(
@@ -412,6 +433,22 @@ class LearningLoop:
         message = f"{rollback_id}: {alarm.reason}; {alarm.trigger} {alarm.statistic:.2f} > {alarm.threshold:g}"
         out.append(self._open_alert(title, labels, message, evidence, target, ts, cause))
         out.append(self._activation(target, "rollback", ts, cause, rollback_id))
+        return out + self.reopen(ts, cause)
+
+    def reopen(self, ts: int, cause: str, *, min_interval_ms: int = 0) -> list[Emission]:
+        """Reopen exploration: every arm keeps ``reopen_weight`` of its posterior evidence (a rollback, a drift alarm).
+
+        Thompson routers read the evidence from the Q-values, which are published again. ``min_interval_ms``:
+        nothing happens within that long of the last reopening (a drift alarm lasts several looks).
+        """
+        last = self.reopened_at
+        if last is not None and ts - last < min_interval_ms:
+            return []
+        self.reopened_at = ts
+        out: list[Emission] = []
+        for variant, arm in self.arms.items():
+            arm.reopen(self.settings.reopen_weight)
+            out += self._qvalue(variant, ts, cause)
         return out
 
     def _open_alert(
@@ -500,7 +537,8 @@ class LearningLoop:
             out.append(self._activation(variant, "first_seen", ts, cause, None))
         success, reward = bool(event["success"]), float(event["reward"])
         s = self.settings
-        arm.update(success, reward, alpha=s.alpha, gamma=s.gamma, max_next_q=max_next_q)
+        propensity = event.get("propensity")
+        arm.update(success, reward, alpha=s.alpha, gamma=s.gamma, max_next_q=max_next_q, propensity=propensity)
         alarm = self.detectors[variant].update(success, reward, ts)
         out += self._qvalue(variant, ts, cause)
         if alarm is not None:
@@ -573,6 +611,7 @@ class LearningLoop:
             # one flat map, "outcomes:0" -> offset, as before the replay guard was shared
             "offsets": {f"{kind}:{k}": v for kind, a in self.offsets.items() for k, v in a.to_dict().items()},
             "open_alerts": {fp: dict(info) for fp, info in self.open_alerts.items()},
+            "reopened_at": self.reopened_at,
         }
 
     @classmethod
@@ -597,6 +636,7 @@ class LearningLoop:
         loop.offsets = {kind: AppliedOffsets.from_dict(offsets) for kind, offsets in by_kind.items()}
         # Absent from state written before alerts resolved.
         loop.open_alerts = {fp: dict(info) for fp, info in data.get("open_alerts", {}).items()}
+        loop.reopened_at = data.get("reopened_at")  # absent from state written before exploration reopened
         return loop
 
 

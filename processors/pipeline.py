@@ -208,9 +208,18 @@ class AgentPipeline:
                 out += self.assurance.on_qvalue(e.value)
             elif e.record_type == "DriftReport":
                 out += self.assurance.on_drift(e.value)
+                if e.value.get("alarm"):
+                    out += self._reopen(e.value)
             elif e.record_type == "Alert" and e.value["source"] == "rollback":
                 out += self.alerts.note_alert(e.value)
         return out
+
+    def _reopen(self, report: dict[str, Any]) -> list[Emission]:
+        """A drift alarm reopens exploration in every learning loop of the agent, at most once per cooldown."""
+        ts, cause = int(report["ts"]), report["event_id"]
+        interval = self.config.learning.cooldown_ms
+        out = [e for loop in self.loops.values() for e in loop.reopen(ts, cause, min_interval_ms=interval)]
+        return out + self._follow(out) if out else out
 
     def _act(self, emitted: list[Emission], manual: bool = False) -> list[Emission]:
         """Carry out an assurance ``rollback`` here: this pipeline owns the agent's learning loops; then the

@@ -10,6 +10,10 @@ Watkins (1989): ``Q <- Q + a_n (r + gamma * max_a' Q(s', a') - Q)``.
 Reward mean and variance use Welford's (1962) one-pass algorithm, which is
 numerically stable and needs O(1) state, like ``river.stats.Var``.
 
+The arm's Beta posterior evidence (:attr:`ArmStats.evidence`, for Thompson sampling) is its successes and
+failures, less what :meth:`ArmStats.reopen` forgot: a drift alarm or a rollback keeps only a fraction of the
+evidence gathered so far, so that exploration starts again from a weaker belief.
+
 The error rate is the fraction of the arm's events that are errors:
 ``errors / (outcomes + errors)``. It stays in [0, 1] whether an agent reports a
 failed invocation as an outcome, as an error, or as both. Pipeline errors (an
@@ -27,11 +31,14 @@ Examples
 0.25
 >>> ArmStats.from_dict(arm.to_dict()) == arm
 True
+>>> arm.evidence, (arm.reopen(0.5), arm.evidence)[1]
+((2, 1), (1, 0))
 
 References
 ----------
 Sutton, R. S. and Barto, A. G. (2018). Reinforcement Learning: An Introduction, 2nd ed., MIT Press.
 Watkins, C. J. C. H. (1989). Learning from Delayed Rewards. PhD thesis, Cambridge.
+Swaminathan, A. and Joachims, T. (2015). The self-normalized estimator for counterfactual learning. NeurIPS 28.
 Welford, B. P. (1962). Note on a method for calculating corrected sums of squares and products.
 Technometrics 4(3), 419-420.
 """
@@ -61,6 +68,19 @@ def _outcomes(stored: str | list[Any]) -> deque[bool]:
     return deque(bool(x) for x in stored)
 
 
+def _ips(stored: list[Any] | None) -> dict[str, Any]:
+    """The IPS sums as :meth:`ArmStats.to_dict` wrote them (absent from state written before propensities)."""
+    if not stored:
+        return {}
+    n, weight, reward, weight_sq = stored
+    return {
+        "ips_n": int(n),
+        "ips_weight": float(weight),
+        "ips_reward": float(reward),
+        "ips_weight_sq": float(weight_sq),
+    }
+
+
 @dataclass(slots=True)
 class ArmStats:
     """Learning state of one arm; every field is JSON-compatible through :meth:`to_dict`.
@@ -80,6 +100,12 @@ class ArmStats:
     errors: int = 0
     last_alpha: float = 0.0
     last_outcomes: deque[bool] = field(default_factory=deque)
+    forgotten_successes: int = 0
+    forgotten_failures: int = 0
+    ips_n: int = 0
+    ips_weight: float = 0.0
+    ips_reward: float = 0.0
+    ips_weight_sq: float = 0.0
 
     def __post_init__(self) -> None:
         # A bounded deque keeps the window O(1) per update, whatever was passed in.
@@ -93,8 +119,12 @@ class ArmStats:
         alpha: float = 0.1,
         gamma: float = 0.0,
         max_next_q: float | None = None,
+        propensity: float | None = None,
     ) -> float:
         """Apply one outcome and return the step size used.
+
+        ``propensity``, the probability the router had of choosing this arm for the call, weighs the outcome in
+        the self-normalised IPS estimate (:attr:`snips`).
 
         ``max_next_q`` is ``max_a' Q(s', a')`` for the state the agent moved to;
         with ``gamma > 0`` it makes the update the Q-learning rule, otherwise
@@ -120,11 +150,50 @@ class ArmStats:
         self.reward_mean += delta / self.n
         self.reward_m2 += delta * (reward - self.reward_mean)
         self.last_outcomes.append(bool(success))
+        if propensity is not None and propensity > 0.0:
+            weight = 1.0 / propensity
+            self.ips_n += 1
+            self.ips_weight += weight
+            self.ips_reward += weight * reward
+            self.ips_weight_sq += weight * weight
         return a_n
 
     def record_error(self) -> None:
         """Count one error event that names this arm (never a pipeline error)."""
         self.errors += 1
+
+    def reopen(self, weight: float) -> None:
+        """Keep ``weight`` of the posterior evidence (rounded), forget the rest; the counts of outcomes stay."""
+        successes, failures = self.evidence
+        self.forgotten_successes += successes - round(weight * successes)
+        self.forgotten_failures += failures - round(weight * failures)
+        self.ips_weight *= weight
+        self.ips_reward *= weight
+        self.ips_weight_sq *= weight
+
+    @property
+    def snips(self) -> float | None:
+        """Self-normalised IPS estimate of the arm's mean reward from its routed outcomes (None without any).
+
+        ``sum(r / p) / sum(1 / p)`` over the outcomes that carried a propensity ``p``: the value of always playing
+        this arm, estimated from the traffic a changing routing policy gave it (Swaminathan & Joachims 2015).
+
+        >>> arm = ArmStats()
+        >>> _ = arm.update(True, 1.0, propensity=0.5); _ = arm.update(False, 0.0, propensity=0.1)
+        >>> round(arm.snips, 3), round(arm.ips_ess, 2)
+        (0.167, 1.38)
+        """
+        return self.ips_reward / self.ips_weight if self.ips_weight > 0.0 else None
+
+    @property
+    def ips_ess(self) -> float:
+        """Effective sample size of the IPS weights, ``(sum w)^2 / sum w^2`` (Kish)."""
+        return self.ips_weight**2 / self.ips_weight_sq if self.ips_weight_sq > 0.0 else 0.0
+
+    @property
+    def evidence(self) -> tuple[int, int]:
+        """``(successes, failures)`` of the arm's ``Beta(1 + successes, 1 + failures)`` posterior."""
+        return self.successes - self.forgotten_successes, self.failures - self.forgotten_failures
 
     @property
     def failures(self) -> int:
@@ -161,6 +230,9 @@ class ArmStats:
             # "1"/"0" text: state is written to the changelog often, and a JSON list of booleans costs
             # several times more to encode.
             "last_outcomes": "".join("1" if ok else "0" for ok in self.last_outcomes),
+            "forgotten_successes": self.forgotten_successes,
+            "forgotten_failures": self.forgotten_failures,
+            "ips": [self.ips_n, self.ips_weight, self.ips_reward, self.ips_weight_sq],
         }
 
     @classmethod
@@ -176,4 +248,8 @@ class ArmStats:
             errors=int(data["errors"]),
             last_alpha=float(data["last_alpha"]),
             last_outcomes=_outcomes(data["last_outcomes"]),
+            # absent from state written before exploration could be reopened
+            forgotten_successes=int(data.get("forgotten_successes", 0)),
+            forgotten_failures=int(data.get("forgotten_failures", 0)),
+            **_ips(data.get("ips")),
         )

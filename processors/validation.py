@@ -74,6 +74,7 @@ def check_input(record_type: str, record: dict[str, Any], encoded_size: int | No
         reward, latency, cost = record["reward"], record["latency_ms"], record["cost_usd"]
         tokens_in, tokens_out = record.get("tokens_in"), record.get("tokens_out")
         features = sum(record["features"].values())
+        propensity = record.get("propensity")
         if (
             record.get("agent_name")
             and record.get("task_type")
@@ -84,6 +85,7 @@ def check_input(record_type: str, record: dict[str, Any], encoded_size: int | No
             and (tokens_in is None or tokens_in >= 0)
             and (tokens_out is None or tokens_out >= 0)
             and features - features == 0.0
+            and (propensity is None or 0.0 < propensity <= 1.0)
         ):
             return None
     for field in _REQUIRED_NAMES.get(record_type, ()):
@@ -104,6 +106,9 @@ def check_input(record_type: str, record: dict[str, Any], encoded_size: int | No
     if record_type == "AgentOutcome":
         if not 0.0 <= record["reward"] <= 1.0:
             return f"reward = {record['reward']} is outside [0, 1]"
+        propensity = record.get("propensity")
+        if propensity is not None and not 0.0 < propensity <= 1.0:  # false for nan too
+            return f"propensity = {propensity} is outside (0, 1]"
         for name, value in record["features"].items():
             if not math.isfinite(value):
                 return f"features[{name!r}] = {value} is not a finite number"

@@ -153,6 +153,7 @@ def outcome_record(
     next_state: Any,
     ts: Any,
     event_id: Any,
+    propensity: Any = None,
 ) -> dict[str, Any]:
     """The ``AgentOutcome`` record :meth:`AgentEvents.outcome` publishes, every field checked (arguments as there).
 
@@ -182,7 +183,24 @@ def outcome_record(
         "attributes": _mapping("attributes", attributes, _string),
         "trace_id": _string("trace_id", trace_id, required=False),
         "next_state": _string("next_state", next_state, required=False),
+        "propensity": _propensity(propensity),
     }
+
+
+def _propensity(value: Any) -> float | None:
+    """The probability a routed call had of its variant (:meth:`VariantRouter.choose`): in (0, 1], or None.
+
+    >>> _propensity(0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: propensity must be within (0, 1], got 0.0
+    """
+    if value is None:
+        return None
+    value = _number("propensity", value)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"propensity must be within (0, 1], got {value}")
+    return value
 
 
 def error_record(
@@ -366,8 +384,13 @@ class AgentEvents:
         next_state: str | None = None,
         ts: int | None = None,
         event_id: str | None = None,
+        propensity: float | None = None,
     ) -> str:
-        """Record one finished invocation; returns its ``event_id``."""
+        """Record one finished invocation; returns its ``event_id``.
+
+        ``propensity``: the probability the variant had of being chosen for this call, as
+        :meth:`VariantRouter.choose` returned it (``choice.propensity``); off-policy estimates weigh by it.
+        """
         if (
             type(success) is bool
             and type(reward) is float
@@ -391,6 +414,7 @@ class AgentEvents:
             and next_state is None
             and event_id is None
             and (ts is None or type(ts) is int)
+            and (propensity is None or (type(propensity) is float and 0.0 < propensity <= 1.0))
         ):
             # The common call, checked in one expression; anything unusual takes the path that names the field.
             event_id = f"{self._id_prefix}{next(self._ids):012x}"
@@ -410,6 +434,7 @@ class AgentEvents:
                 "attributes": {},
                 "trace_id": _NULL,
                 "next_state": _NULL,
+                "propensity": _NULL if propensity is None else ("double", propensity),
             }
         else:
             record = outcome_record(
@@ -428,6 +453,7 @@ class AgentEvents:
                 next_state,
                 ts,
                 self._event_id(event_id),
+                propensity,
             )
             event_id = record["event_id"]
         self._publish(self._outcomes, agent_name, self._encode_outcome(record))

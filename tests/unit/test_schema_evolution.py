@@ -36,6 +36,30 @@ def test_current_schema_reads_what_the_previous_release_wrote(old_path: Path):
             assert field["name"] in read
 
 
+@pytest.mark.parametrize("old_path", previous_schemas(), ids=lambda p: p.stem)
+def test_the_previous_release_reads_what_this_one_writes(old_path: Path):
+    old = fastavro.parse_schema(json.loads(old_path.read_text()))
+    new = fastavro.parse_schema(load_schema(old_path.stem))
+    for record in generate_many(new, 50):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, new, record)
+        buf.seek(0)
+        read = fastavro.schemaless_reader(buf, new, old)
+        assert read["event_id"] == record["event_id"]
+
+
+def test_routing_fields_read_as_null_from_the_previous_release():
+    """Outcomes without a propensity, Q-values without posterior evidence (issue 18): null, not an error."""
+    for name, fields in (("AgentOutcome", ("propensity",)), ("QValue", ("successes", "failures"))):
+        old = fastavro.parse_schema(json.loads((PREVIOUS / f"{name}.avsc").read_text()))
+        (record,) = generate_many(old, 1)
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, old, record)
+        buf.seek(0)
+        read = fastavro.schemaless_reader(buf, old, fastavro.parse_schema(load_schema(name)))
+        assert all(read[field] is None for field in fields)
+
+
 def test_every_schema_has_event_id_and_event_time_and_the_namespace():
     for name in schema_names():
         schema = load_schema(name)

@@ -1,0 +1,80 @@
+"""What the learning loop gives routing: posterior evidence in the Q-values, reopenings, the off-policy gate."""
+
+from __future__ import annotations
+
+from reverify.processors.learning import LearningLoop, LearningSettings
+from reverify.processors.pipeline import AgentPipeline, PipelineConfig
+
+from tests.unit.test_learning import EVERY_UPDATE, TS0, _degrade, feed, of, outcome
+
+
+def test_qvalues_carry_the_posterior_evidence() -> None:
+    loop = LearningLoop("a", "t", EVERY_UPDATE)
+    out = feed(loop, [outcome("v1", i % 4 != 0) for i in range(20)])
+    last = of(out, "QValue")[-1]
+    assert (last["successes"], last["failures"]) == (15, 5)
+
+
+def test_a_rollback_reopens_exploration_keeping_reopen_weight_of_the_evidence() -> None:
+    loop = LearningLoop("backend-architect", "api-design", LearningSettings(publish_interval_ms=0, reopen_weight=0.1))
+    feed(loop, [outcome("default", i % 5 != 0) for i in range(30)])  # 24 / 6
+    out = _degrade(loop, "v1")
+    assert of(out, "Rollback")
+    qvalues = {q["variant_id"]: q for q in of(out, "QValue")}
+    assert (qvalues["default"]["successes"], qvalues["default"]["failures"]) == (2, 1)  # round(2.4), round(0.6)
+    assert loop.arms["default"].n == 30 and loop.arms["default"].successes == 24  # the counts themselves stay
+    restored = LearningLoop.from_dict(loop.to_dict(), loop.settings)
+    assert restored.arms["default"].evidence == (2, 1) and restored.reopened_at == loop.reopened_at
+
+
+def test_state_written_before_routing_loads_with_the_full_evidence() -> None:
+    loop = LearningLoop("a", "t")
+    feed(loop, [outcome("v1", i % 2 == 0, ts=TS0 + i) for i in range(10)])
+    state = loop.to_dict()
+    del state["reopened_at"]
+    for arm in state["arms"].values():
+        del arm["forgotten_successes"], arm["forgotten_failures"], arm["ips"]
+    restored = LearningLoop.from_dict(state)
+    assert restored.arms["v1"].evidence == (5, 5) and restored.arms["v1"].snips is None
+
+
+def _drift_alarm(ts: int) -> dict[str, object]:
+    return {"event_id": f"d-{ts}", "ts": ts, "agent_name": "a", "feature": "reward", "alarm": True}
+
+
+def test_a_drift_alarm_reopens_every_loop_of_the_agent_once_per_cooldown() -> None:
+    config = PipelineConfig(learning=LearningSettings(publish_interval_ms=0, reopen_weight=0.5, cooldown_ms=1000))
+    pipeline = AgentPipeline("a", config)
+    for task in ("t1", "t2"):
+        feed(pipeline.loop(task), [outcome("v1", True, ts=TS0 + i) for i in range(40)])
+    out = pipeline._reopen(_drift_alarm(TS0 + 100))
+    assert {(q["task_type"], q["successes"]) for q in of(out, "QValue")} == {("t1", 20), ("t2", 20)}
+    assert pipeline._reopen(_drift_alarm(TS0 + 500)) == []  # the same alarm's next look: within the cooldown
+    assert {q["successes"] for q in of(pipeline._reopen(_drift_alarm(TS0 + 1100)), "QValue")} == {10}
+
+
+def _routed(variant: str, success: bool, propensity: float) -> dict[str, object]:
+    return outcome(variant, success) | {"propensity": propensity}
+
+
+def test_the_off_policy_value_holds_back_an_auto_apply_and_shows_in_the_reasoning() -> None:
+    loop = LearningLoop("a", "t", LearningSettings(approval_n=10))  # the first decision comes at n = 10
+    feed(loop, [outcome("inc", i % 2 == 0) for i in range(100)])  # the incumbent, 50 %
+    # Q = 0.9 after 9 successes in 10, but the failure came on a call routing rarely made (p = 0.01):
+    # weighed by 1 / propensity, the value of always playing the challenger is far lower.
+    feed(loop, [_routed("chal", False, 0.01)])
+    out = feed(loop, [_routed("chal", True, 0.9) for _ in range(9)])
+    (decision,) = of(out, "VariantDecision")
+    assert loop.active == "inc" and loop.arms["chal"].q >= 0.9 - 1e-9 and loop.arms["chal"].snips < 0.1
+    assert decision["decision"] == "human_approval"
+    assert "but its off-policy value 0.091 < 0.9" in decision["reasoning"]
+    assert "(SNIPS value 0.091 over 10 routed outcomes, ESS 1)" in decision["reasoning"]
+
+
+def test_a_challenger_with_a_good_off_policy_value_is_applied_with_it_in_the_reasoning() -> None:
+    loop = LearningLoop("a", "t")
+    feed(loop, [outcome("inc", i % 2 == 0) for i in range(100)])
+    out = feed(loop, [_routed("chal", i % 20 != 0, 0.1) for i in range(60)])
+    applied = [d for d in of(out, "VariantDecision") if d["decision"] == "auto_apply"]
+    assert loop.active == "chal" and applied
+    assert "SNIPS value" in applied[0]["reasoning"] and "routed outcomes" in applied[0]["reasoning"]
