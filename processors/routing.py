@@ -48,6 +48,7 @@ True
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,9 +225,21 @@ class RoutingState:
         return agent.level if agent is not None else 0
 
     def choose(
-        self, agent_name: str, task_type: str, *, now_ms: int, mode: str | None = None, default: str = "default"
+        self,
+        agent_name: str,
+        task_type: str,
+        *,
+        now_ms: int,
+        mode: str | None = None,
+        default: str = "default",
+        candidates: Collection[str] | None = None,
     ) -> Choice:
-        """The variant for one call of ``agent_name``/``task_type`` at ``now_ms`` (module docstring)."""
+        """The variant for one call of ``agent_name``/``task_type`` at ``now_ms`` (module docstring).
+
+        ``candidates``: the variants this process can run. Thompson mode then routes among them and the active
+        variant only, those without a Q-value yet starting from the uniform prior (capped like any challenger);
+        without it, among the arms that have Q-values.
+        """
         mode = mode or self.settings.mode
         task = self.tasks.get((agent_name, task_type))
         if task is None or (task.active is None and not task.evidence):
@@ -236,7 +249,7 @@ class RoutingState:
             return Choice(active, 1.0, "active", "active variant")
         if self.is_paused(agent_name):
             return Choice(active, 1.0, mode, "paused: no exploration")
-        eligible = self.eligible(agent_name, task, now_ms)
+        eligible = self.eligible(agent_name, task, now_ms, candidates)
         if not eligible:
             return Choice(active, 1.0, mode, "no eligible arm: the active variant")
         if len(eligible) == 1:
@@ -248,11 +261,14 @@ class RoutingState:
         final = apply_cap(probs, capped, cap)
         chosen = choose_arm(arms, probs, capped, cap, self.rng)
         reason = "thompson, capped" if final != probs else "thompson"
-        return Choice(chosen, final[chosen], mode, reason)
+        return Choice(chosen, min(1.0, final[chosen]), mode, reason)  # a sum of shares may round above 1
 
-    def eligible(self, agent_name: str, task: _Task, now_ms: int) -> list[str]:
-        """The arms that may get traffic now, sorted: known arms and the active variant, less the excluded ones."""
-        names = set(task.evidence)
+    def eligible(
+        self, agent_name: str, task: _Task, now_ms: int, candidates: Collection[str] | None = None
+    ) -> list[str]:
+        """The arms that may get traffic now, sorted: the known arms (or ``candidates``) and the active variant,
+        less the excluded ones."""
+        names = set(task.evidence) if candidates is None else set(candidates)
         if task.active is not None:
             names.add(task.active)
         circuits = self.agents[agent_name].circuits if agent_name in self.agents else {}

@@ -47,6 +47,8 @@ from reverify.processors.safety import prob_beta_greater
 
 __all__ = ["PropensityCache", "apply_cap", "choose_arm", "thompson_probabilities"]
 
+_FLOOR = 1e-9
+
 Evidence = tuple[int, int]
 """``(successes, failures)`` of one arm's posterior."""
 
@@ -67,7 +69,9 @@ def thompson_probabilities(
         return {names[0]: 1.0}
     if len(names) == 2:
         (s1, f1), (s2, f2) = arms[names[0]], arms[names[1]]
-        p = prob_beta_greater(1 + s1, 1 + f1, 1 + s2, 1 + f2)
+        # 1 - p rounds to 0 for arms far apart; a propensity of 0 for an arm that can still be drawn would make
+        # an IPS weight infinite, so the closed form is kept within [_FLOOR, 1 - _FLOOR].
+        p = min(1.0 - _FLOOR, max(_FLOOR, prob_beta_greater(1 + s1, 1 + f1, 1 + s2, 1 + f2)))
         return {names[0]: p, names[1]: 1.0 - p}
     rng = rng or np.random.default_rng()
     a = np.array([1 + s for s, _ in arms.values()], dtype=float)

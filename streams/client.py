@@ -38,7 +38,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -753,18 +753,28 @@ class VariantRouter:
                 self._state.apply(name, record)
 
     def choose(
-        self, agent_name: str, task_type: str, unit_id: str | None = None, *, default: str = "default"
+        self,
+        agent_name: str,
+        task_type: str,
+        unit_id: str | None = None,
+        *,
+        default: str = "default",
+        candidates: Sequence[str] | None = None,
     ) -> Choice:
         """The variant for one call and its propensity (:class:`processors.routing.Choice`).
 
         ``unit_id`` names the unit (user, session ...) a call is for; rules that assign units consistently use it.
+        ``default`` is used while nothing is known of the agent/task. ``candidates``, the variants this process can
+        run, lets Thompson routing explore variants that have no outcomes yet (and only those it can run).
         """
         _string("agent_name", agent_name)
         _string("task_type", task_type)
         _string("unit_id", unit_id, required=False)
         try:
             with self._lock:
-                return self._state.choose(agent_name, task_type, now_ms=_now_ms(), default=default)
+                return self._state.choose(
+                    agent_name, task_type, now_ms=_now_ms(), default=default, candidates=candidates
+                )
         except Exception:  # a bug of ours must not stop the agent: it runs the variant it would have run before
             log.exception("reverify: choosing a variant failed; using the active variant")
             return Choice(self.variant_for(agent_name, task_type, default), 1.0, "fallback", "error while choosing")

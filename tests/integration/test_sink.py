@@ -46,6 +46,7 @@ def sample(name: str, i: int) -> dict[str, Any]:
             "attributes": {"model": "m1"},
             "trace_id": f"tr{i}",
             "next_state": None,
+            "propensity": 0.25 + 0.25 * (i % 3),
         },
         "AgentError": {
             **arm,
@@ -71,6 +72,8 @@ def sample(name: str, i: int) -> dict[str, Any]:
             "errors": 1,
             "last_outcomes": [True, False, True],
             "source_event_id": "src",
+            "successes": 10 + i,
+            "failures": 2,
         },
         "VariantDecision": {
             **arm,

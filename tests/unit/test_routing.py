@@ -141,3 +141,20 @@ def test_old_qvalues_without_evidence_count_by_n() -> None:
     record = {"agent_name": AGENT, "task_type": TASK, "variant_id": "v1", "n": 20, "success_rate": 0.75}
     state.apply("QValue", record)
     assert state.tasks[(AGENT, TASK)].evidence["v1"] == (15, 5)
+
+
+def test_candidates_are_what_a_process_can_run_new_ones_start_from_the_prior() -> None:
+    state = _state(explore_cap=0.1)
+    counts: dict[str, int] = {}
+    for _ in range(3000):
+        choice = state.choose(AGENT, TASK, now_ms=0, candidates=["v2", "v9"])
+        counts[choice.variant_id] = counts.get(choice.variant_id, 0) + 1
+        if choice.variant_id == "v9":  # no outcomes yet: Beta(1, 1), capped like any challenger
+            assert 0.0 < choice.propensity <= 0.1
+    assert set(counts) == {"v1", "v2", "v9"}  # v1 is active: always allowed; v3 is not a candidate
+    assert counts["v9"] / 3000 <= 0.12
+
+
+def test_far_apart_arms_keep_a_positive_propensity() -> None:
+    probs = thompson_probabilities({"good": (100_000, 10), "bad": (10, 100_000)})
+    assert probs["bad"] > 0.0 and probs["good"] < 1.0
