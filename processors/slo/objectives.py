@@ -159,7 +159,7 @@ class SloSettings:
     fine_bucket_ms: int = 60_000
     fine_horizon_ms: int = 6 * 3_600_000
     coarse_bucket_ms: int = 3_600_000
-    min_events: int = 10
+    min_events: int = 100
 
     def __post_init__(self) -> None:
         for name in ("evaluate_every_ms", "fine_bucket_ms", "fine_horizon_ms", "coarse_bucket_ms"):
@@ -188,7 +188,7 @@ class Slo:
     window_ms: int
     scope: dict[str, str] = field(default_factory=dict)
     description: str = ""
-    min_events: int = 10
+    min_events: int = 100
     burn_rules: tuple[BurnRule, ...] = ()
 
     @property

@@ -5,7 +5,8 @@ SELECT slo, agent_name AS agent, ifNull(task_type, '') AS task,
        argMax(error_budget_remaining, r.ts) AS budget_remaining,
        argMax(error_budget_consumed, r.ts) AS budget_consumed,
        argMax(sli_value, r.ts) AS sli_value, argMax(total, r.ts) AS events,
-       argMax(burn_rates, r.ts) AS burn_rates, argMax(alerting, r.ts) AS alerting, max(r.ts) AS evaluated
+       mapApply((w, rate) -> (w, round(rate, 2)), argMax(burn_rates, r.ts)) AS burn_rates,
+       argMax(alerting, r.ts) AS alerting, max(r.ts) AS evaluated
 FROM slo_reports AS r FINAL
 WHERE ts >= fromUnixTimestamp64Milli({since_ms:Int64})
   AND ({agent:String} = '' OR agent_name = {agent:String})

@@ -57,7 +57,7 @@ def register(group: click.Group) -> None:
             return
         print_table(
             f"{len(slos)} SLOs in {file}",
-            ["name", "sli", "objective", "window", "scope", "budget", "burn rules (first fires after)"],
+            ["name", "sli", "objective", "window", "scope", "budget", "burn rules (budget spent when each fires)"],
             [
                 [
                     s.name,

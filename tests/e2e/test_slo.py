@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
+from reverify.streams.cli import cli
 from reverify.streams.client import AgentEvents
 
 from tests.e2e.test_replay import emitted, run_replay, write_lines
@@ -91,3 +93,25 @@ def test_budget_burn_pages_a_keeper_does_not_and_replay_emits_the_same(
     assert sorted(want_alerts) == sorted((a["event_id"], a["status"]) for a in slo_alerts if a["ts"] <= last_ts)
     alerts.close()
     reports.close()
+
+
+def test_slo_check_lists_valid_slos_and_names_each_mistake(tmp_path: Path) -> None:
+    runner = CliRunner()
+    good = tmp_path / "good.toml"
+    good.write_text(CONFIG)
+    ok = runner.invoke(cli, ["slo", "check", str(good), "--json"])
+    assert ok.exit_code == 0, ok.output
+    [slo] = json.loads(ok.stdout)
+    assert (slo["name"], slo["objective"], slo["burn_rules"][0]) == ("outcomes_succeed", 0.99, "page 14.4 1h 5m")
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[slo]]\nname = "x"\nsli = "sucess_rate"\nobjective = 99\n\n[slo_alerting]\nmin_events = -1\n')
+    result = runner.invoke(cli, ["slo", "check", str(bad)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert [line.split(": field")[0] for line in result.stderr.strip().splitlines()] == [
+        "error: [slo_alerting]: min_events = -1 is not allowed; use a whole number >= 0",
+        "error: slo x",
+        "error: slo x",
+    ]
+    missing = runner.invoke(cli, ["slo", "check", str(tmp_path / "nope.toml")])
+    assert missing.exit_code == 2 and "no such file" in missing.stderr
