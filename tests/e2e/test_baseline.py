@@ -138,7 +138,12 @@ def test_pinned_period_becomes_the_baseline_and_reset_learns_a_new_one(worker: A
 
 # ---------------------------------------------------------------------------------------------- ClickHouse path
 
-# Rows below are in the tables' column order (sinks/migrations/001_event_tables.sql), so inserts name none.
+# Rows below are in the column order of sinks/migrations/001_event_tables.sql; later migrations add nullable columns,
+# so the outcome inserts name the columns they fill.
+OUTCOME_COLUMNS = [
+    "event_id", "ts", "agent_name", "task_type", "variant_id", "success", "reward", "latency_ms", "cost_usd",
+    "tokens_in", "tokens_out", "features", "attributes", "trace_id", "next_state", "kafka_partition", "kafka_offset",
+]  # fmt: skip
 T0 = 1_760_000_000_000  # event times of the stored rows: one a second from here
 
 
@@ -191,9 +196,9 @@ def test_pin_reads_the_period_from_the_clickhouse_history(
     client = clickhouse.connect(settings.clickhouse)
     try:
         migrate(client)
-        client.insert("agent_outcomes", rows)
+        client.insert("agent_outcomes", rows, column_names=OUTCOME_COLUMNS)
         # The sink stored a few rows twice (a retried batch from another offset): each event still counts once.
-        client.insert("agent_outcomes", [[*r[:-1], 10_000 + r[-1]] for r in rows[:40]])
+        client.insert("agent_outcomes", [[*r[:-1], 10_000 + r[-1]] for r in rows[:40]], column_names=OUTCOME_COLUMNS)
         client.insert("agent_metrics", metrics)
     finally:
         client.close()
