@@ -83,17 +83,8 @@ SELECT incident_id, agent_name, if(task_type != '', task_type, component) AS tas
 FROM ({_LATEST_INCIDENTS}) ORDER BY detected_at DESC LIMIT 10
 """
 
-_PENDING = """
-SELECT p.proposal_id, p.last_ts AS ts, p.agent_name, p.task_type, p.variant_id, p.proposal_type, p.confidence, p.reasoning
-FROM (
-    SELECT proposal_id, max(ts) AS last_ts, argMax(agent_name, ts) AS agent_name, argMax(task_type, ts) AS task_type,
-           argMax(variant_id, ts) AS variant_id, argMax(proposal_type, ts) AS proposal_type,
-           argMax(confidence, ts) AS confidence, argMax(reasoning, ts) AS reasoning, argMax(status, ts) AS status
-    FROM crl_proposals FINAL GROUP BY proposal_id
-) AS p
-WHERE p.status = 'pending' AND p.proposal_id NOT IN (SELECT proposal_id FROM control_approvals)
-ORDER BY p.confidence DESC, p.last_ts
-"""
+# The same query as `reverify query proposals` (sinks/queries/proposals.sql), for every agent and task.
+_PENDING = (Path(__file__).parent / "queries" / "proposals.sql").read_text()
 
 _READY = """
 SELECT agent_name, task_type, variant_id, q, n, success_rate, last_update FROM (
@@ -144,7 +135,7 @@ def dashboard(client: Client, now: float | None = None) -> dict[str, Any]:
         "status": status_of(overview),
         "overview": overview,
         "recent_rollbacks": _records(client, _ROLLBACKS, {}),
-        "pending_proposals": _records(client, _PENDING, {}),
+        "pending_proposals": _records(client, _PENDING, {"agent": "", "task": ""}),
         "ready_for_auto_apply": _records(client, _READY, {"q_min": AUTO_APPLY_Q, "n_min": AUTO_APPLY_N}),
         "degradation_alerts": firing,
         "recent_incidents": _records(client, _INCIDENTS, params),

@@ -77,6 +77,18 @@ class Consumer(faust_aiokafka.Consumer):
         return QuickFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in the worker process
+        try:
+            await self._drain(fetcher)
+        except asyncio.CancelledError:
+            # Faust's Fetcher.run answers a cancellation that comes while the app is rebalancing by waking its
+            # supervisor, which a fetcher never has: a stop (Ctrl-C) landing in a rebalance ended in
+            # "'NoneType' object has no attribute 'wakeup'" and a traceback. A fetcher without a supervisor is
+            # being stopped, not restarted: end quietly.
+            if getattr(fetcher, "supervisor", None) is None:
+                return
+            raise
+
+    async def _drain(self, fetcher: Any) -> None:  # pragma: no cover - runs in the worker process
         fetches = getattr(self.app, "reverify_fetches", None)
         if fetches is None:
             return await super()._drain_messages(fetcher)

@@ -50,7 +50,6 @@ class Settings:
     web_bind: str = "127.0.0.1"
     sdk_max_buffer: int = 100_000
     sdk_max_block_ms: int = 60_000
-    sdk_spool_dir: str = ""
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = ""
     kafka_sasl_username: str = ""

@@ -27,8 +27,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import click
-from reverify.streams.cli.common import UserError, console, print_json, print_table, settings_or_fail
-from reverify.streams.cli.control import _fmt_ms, command_record, known_agents, now_ms, publish, read_topic
+from reverify.streams.cli.common import UserError, console, fmt_ms, print_json, print_table, settings_or_fail
+from reverify.streams.cli.control import command_record, known_agents, now_ms, publish, read_topic
 
 _SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 _GLOB = set("*?[")
@@ -74,7 +74,7 @@ def _line(alert: dict[str, Any]) -> str:
         extra.append(f"value {ev['value']:.4g} vs {ev['threshold']:.4g} (n={ev.get('sample_size', 0):.0f})")
     tail = f" [dim]({'; '.join(extra)})[/]" if extra else ""
     return (
-        f"{_fmt_ms(alert['ts'])} {status} [{style}]{alert['severity']}[/] {escape(alert['title'])}{tail} "
+        f"{fmt_ms(alert['ts'])} {status} [{style}]{alert['severity']}[/] {escape(alert['title'])}{tail} "
         f"[dim]{alert['fingerprint']}[/]"
     )
 
@@ -174,7 +174,7 @@ def register(group: click.Group) -> None:
                     a["source"],
                     a["title"],
                     (a.get("labels") or {}).get("agent_name", ""),
-                    _fmt_ms(a["starts_at"]),
+                    fmt_ms(a["starts_at"]),
                     a.get("acknowledged_by") or "",
                     a["fingerprint"],
                 ]
@@ -242,6 +242,6 @@ def register(group: click.Group) -> None:
         else:
             what = " ".join(f"{k}={v}" for k, v in matchers.items())
             console.print(
-                f"[green]✓[/] silenced {what} until {_fmt_ms(until)} ({args['silence_id']}, "
+                f"[green]✓[/] silenced {what} until {fmt_ms(until)} ({args['silence_id']}, "
                 f"{len(agents)} agent{'s' if len(agents) != 1 else ''})"
             )

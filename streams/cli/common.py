@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -78,6 +79,17 @@ def cell(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
+
+
+def fmt_ms(ms: int | None) -> str:
+    """An epoch-ms time for people, in UTC ("" for none).
+
+    >>> fmt_ms(1_700_000_000_000)
+    '2023-11-14 22:13:20Z'
+    """
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]], empty: str | None = None) -> None:

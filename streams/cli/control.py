@@ -42,6 +42,7 @@ from reverify.streams.cli.common import (
     UserError,
     config_file,
     console,
+    fmt_ms,
     load_settings,
     print_json,
     print_mistakes,
@@ -232,12 +233,6 @@ def known_agents(settings: Settings) -> list[str]:
     """Agents the learning loop knows, from the compacted ``crl.active`` topic."""
     agents = {r["agent_name"] for _m, t, r in read_topic(settings, "crl.active") if t == "ActiveVariant"}
     return sorted(agents)
-
-
-def _fmt_ms(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 # ---------------------------------------------------------------------------------------------- approve / reject
@@ -545,7 +540,7 @@ def register(group: click.Group) -> None:
         values, source = pin_values(settings, agent, feature, start_ms, end_ms, variant)
         if len(values) < MIN_BASELINE_VALUES:
             raise UserError(
-                f"only {len(values)} values of {agent}/{feature} between {_fmt_ms(start_ms)} and {_fmt_ms(end_ms)} "
+                f"only {len(values)} values of {agent}/{feature} between {fmt_ms(start_ms)} and {fmt_ms(end_ms)} "
                 f"in {SOURCE_TEXT[source]}; a baseline needs at least {MIN_BASELINE_VALUES}: widen --from/--to"
             )
         args = {"feature": feature, "values": json.dumps(values)}
@@ -558,7 +553,7 @@ def register(group: click.Group) -> None:
         else:
             console.print(
                 f"[green]✓[/] pinned the baseline of {agent}/{feature}{'/' + variant if variant else ''} "
-                f"to {len(values)} values ({_fmt_ms(start_ms)} .. {_fmt_ms(end_ms)}) from {SOURCE_TEXT[source]}"
+                f"to {len(values)} values ({fmt_ms(start_ms)} .. {fmt_ms(end_ms)}) from {SOURCE_TEXT[source]}"
             )
 
     @baseline.command("reset")

@@ -132,8 +132,10 @@ def register(group: click.Group) -> None:
 
         settings = load_settings()
         if running_server(settings) and settings.clickhouse.startswith("chdb://"):
-            raise CommandFailed(
-                "reverify up owns the embedded database and migrates it at start; stop it to migrate by hand"
+            # the user's mistake (exit 2), not a failure: `up` already migrated this database when it started
+            raise UserError(
+                "reverify up is running and already migrated its embedded database at start: nothing to do "
+                "(stop `reverify up` first to migrate by hand)"
             )
         if ttl_days is None:
             ttl_days = (
@@ -164,7 +166,7 @@ def register(group: click.Group) -> None:
     def query_cmd(
         name: str | None, agent: str, task: str, since: str, sql: str | None, params: tuple[str, ...], as_json: bool
     ) -> None:
-        """Canned analytics (leaderboard, rollbacks, drift, assurance, alerts, errors, slo, timeline) or --sql."""
+        """Canned analytics (leaderboard, rollbacks, proposals, drift, assurance, alerts, errors, slo, timeline) or --sql."""
         from reverify.sinks.analytics import QUERIES
 
         if bool(name) == bool(sql):

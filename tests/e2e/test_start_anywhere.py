@@ -155,3 +155,34 @@ def test_up_starts_in_an_empty_directory(settings: Settings, empty: Path, starte
     up.wait_for("storing the outcome in ClickHouse", stored)
     assert up.terminate() == 0, up.output()
     assert "stopped." in up.output() and not (empty / ".reverify" / "up.json").exists()
+
+
+def test_ctrl_c_stops_up_demo_cleanly(settings: Settings, empty: Path, started: list[Started]) -> None:
+    """Ctrl-C (SIGINT) on ``reverify up --demo`` once it runs: exit 0, no traceback, no process of it left; and
+    ``reverify migrate`` meanwhile is the user's mistake (``up`` migrated its database at start): exit 2, one line."""
+    env = _env(settings)
+    env["REVERIFY_KAFKA"] = f"127.0.0.1:{free_port()}"  # a broker of its own, which it must stop too
+    up = Started(["up", "--demo"], empty, env)
+    started.append(up)
+    up.wait_for("ready", _ready(settings))
+    up.wait_for("the demo fleet at work", lambda: b"demo fleet publishing" in up.log.read_bytes())
+    migrate = subprocess.run([REVERIFY, "migrate"], cwd=empty, env=env, capture_output=True, text=True, timeout=60)
+    assert migrate.returncode == 2 and "reverify up is running" in migrate.stderr, migrate
+    assert len(migrate.stderr.strip().splitlines()) == 1 and "Traceback" not in migrate.stderr
+    broker_pid = int(up.output().split("embedded Tansu broker (pid ")[1].split(")")[0])
+    os.kill(up.process.pid, signal.SIGINT)
+    assert up.process.wait(60) == 0, up.output()
+    text = up.log.read_text()
+    assert "Traceback" not in text and "wakeup" not in text and "stopped." in text, text[-4000:]
+    deadline = time.monotonic() + 15
+    while _alive(broker_pid):
+        assert time.monotonic() < deadline, f"broker {broker_pid} still running after up stopped"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has stopped, only not reaped yet

@@ -168,6 +168,9 @@ def scenario(broker: str, tmp_path_factory: pytest.TempPathFactory):
                     "variance_ratio": 1.0,
                     "severity": "high" if psi >= 0.25 else "none",
                     "alarm": psi >= 0.25,
+                    # a series too dependent to calibrate is reported, never alarmed (migration 003 stores it)
+                    "serial_correlation": 0.95 if feature == "cost_usd" else 0.2,
+                    "calibrated": feature != "cost_usd",
                 }
             )
     for fp, states in (("f1", ["firing"]), ("f2", ["firing", "resolved"]), ("f3", ["firing"])):
@@ -291,6 +294,7 @@ def test_rollbacks_drift_alerts_assurance_errors_timeline(scenario) -> None:
         ("cost_usd", 0.12, False),
         ("reward", 0.02, False),
     ]
+    assert [(d["serial_correlation"], d["calibrated"]) for d in drift] == [(0.2, True), (0.95, False), (0.2, True)]
     alerts = table(execute(client, {"name": "alerts", "agent": "hunter"}))
     assert [(a["fingerprint"], a["status"]) for a in alerts] == [("f1", "firing"), ("f2", "resolved")]
     assurance = {a["case"]: a for a in table(execute(client, {"name": "assurance"}))}
@@ -316,6 +320,10 @@ def test_rollbacks_drift_alerts_assurance_errors_timeline(scenario) -> None:
     assert [t["ts"] for t in timeline] == sorted(t["ts"] for t in timeline)
     board = dashboard(client)
     assert board["overview"]["rollbacks_30d"] == 3 and board["overview"]["pending_proposals"] == 1
+    proposals = table(execute(client, {"name": "proposals", "since": "1m"}))  # pending ones, however old
+    assert [(p["proposal_id"], p["variant_id"]) for p in proposals] == [("p1", "b")]
+    assert [p["proposal_id"] for p in board["pending_proposals"]] == ["p1"]  # the dashboard runs the same query
+    assert table(execute(client, {"name": "proposals", "agent": "scout"})) == []
     assert [(r["agent_name"], r["variant_id"]) for r in board["ready_for_auto_apply"]] == [("hunter", "a")]
     assert board["status"] == "CRITICAL" and len(board["degradation_alerts"]) == 2
 
