@@ -32,7 +32,7 @@ from typing import Any
 from reverify.processors.alerting import AlertingSettings, AlertManager
 from reverify.processors.assurance import AssuranceCase, AssuranceEvaluator, parse_cases
 from reverify.processors.base import Emission
-from reverify.processors.drift import DriftProcessor, DriftSettings, SeriesCount, feed_fetch
+from reverify.processors.drift import DriftProcessor, DriftSettings, feed_fetch
 from reverify.processors.errors import ErrorMonitor, ErrorSettings
 from reverify.processors.incidents import IncidentSettings, IncidentTracker
 from reverify.processors.learning import LearningLoop, LearningSettings
@@ -53,7 +53,6 @@ class PipelineConfig:
     slo: SloSettings = field(default_factory=SloSettings)
     slos: tuple[Slo, ...] = ()
     # the drift series every pipeline of this config (one worker's) has seen: how a fleet budget is split
-    drift_series: SeriesCount = field(default_factory=SeriesCount, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Any) -> PipelineConfig:
@@ -85,7 +84,7 @@ class AgentPipeline:
         self.agent_name = agent_name
         self.config = config
         self.loops: dict[str, LearningLoop] = {}
-        self.drift = DriftProcessor(config.drift, config.drift_series)
+        self.drift = DriftProcessor(config.drift)
         self.alerts = AlertManager(config.alerting)
         self.errors = ErrorMonitor(config.errors, self.alerts, settings_version=config.version)
         self.assurance = AssuranceEvaluator(config.cases, self.alerts, config.version)
@@ -291,7 +290,7 @@ class AgentPipeline:
     def from_dict(cls, data: dict[str, Any], config: PipelineConfig) -> AgentPipeline:
         p = cls(data["agent_name"], config)
         p.loops = {t: LearningLoop.from_dict(d, config.learning) for t, d in data["loops"].items()}
-        p.drift = DriftProcessor.from_dict(data["drift"], config.drift, config.drift_series)
+        p.drift = DriftProcessor.from_dict(data["drift"], config.drift)
         p.alerts = AlertManager.from_dict(data["alerts"], config.alerting)
         p.errors = ErrorMonitor.from_dict(data["errors"], config.errors, p.alerts, settings_version=config.version)
         p.assurance = AssuranceEvaluator.from_dict(data["assurance"], config.cases, p.alerts, config.version)

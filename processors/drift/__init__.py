@@ -62,7 +62,7 @@ from reverify.processors.drift.looks import LookFeed, evaluate_looks, feed_fetch
 from reverify.processors.drift.monitor import psi, psi_grade
 from reverify.processors.drift.numeric import DriftMonitor
 from reverify.processors.drift.processor import OUTCOME_FIELDS, REPORT_TOPIC, DriftProcessor
-from reverify.processors.drift.settings import DriftSettings, SeriesCount
+from reverify.processors.drift.settings import DriftSettings
 
 __all__ = [
     "OUTCOME_FIELDS",
@@ -72,7 +72,6 @@ __all__ = [
     "DriftProcessor",
     "DriftSettings",
     "LookFeed",
-    "SeriesCount",
     "alarm_threshold",
     "evaluate_looks",
     "feed_fetch",

@@ -409,15 +409,13 @@ def alarm_threshold(
     values: np.ndarray | None = None,
     *,
     phi: float = 0.0,
-    share: int = 1,
 ) -> float:
     """The calibrated alarm threshold of a baseline of ``n`` values (default ``baseline_size``) under ``settings``.
 
     ``values=None``: a tie-free baseline (the distribution-free rank calibration, about a second the first time,
     then cached for the process: a worker calls this at start-up so no input waits for it); else the baseline,
     whose ties are bootstrapped (see :func:`calibrate_threshold`). ``phi``: the baseline's serial dependence
-    (an AR(1) coefficient on the grid of :meth:`DriftSettings.dependence_of`); ``share``: the series' divisor of a
-    fleet budget (:class:`~processors.drift.settings.SeriesCount`).
+    (an AR(1) coefficient on the grid of :meth:`DriftSettings.dependence_of`).
 
     >>> 3.5 < alarm_threshold(DriftSettings()) < 5.0
     True
@@ -427,7 +425,7 @@ def alarm_threshold(
         s.baseline_size if n is None else n,
         s.windows,
         s.look_every,
-        s.rate_for(share),
+        s.rate_per_value,
         s.window // s.look_every,
         values=values,
         replicates=s.calibration_replicates,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from reverify.processors.drift.monitor import BaseMonitor, psi, psi_grade
-from reverify.processors.drift.settings import DriftSettings, SeriesCount
+from reverify.processors.drift.settings import DriftSettings
 from scipy import stats
 
 __all__ = ["CategoricalDriftMonitor"]
@@ -65,7 +65,7 @@ class CategoricalDriftMonitor(BaseMonitor):
             base[index.get(str(v), len(categories))] += 1
         self._set_counts(categories, base)
 
-    def _set_counts(self, categories: list[str], base: np.ndarray, share: int | None = None) -> None:
+    def _set_counts(self, categories: list[str], base: np.ndarray) -> None:
         s = self.settings
         self.categories = [*categories, self.OTHER]
         self._index = {c: i for i, c in enumerate(categories)}
@@ -78,8 +78,7 @@ class CategoricalDriftMonitor(BaseMonitor):
         self._block_pos = self._filled = self._looks = 0
         self._cap = cap
         self._learning = []
-        self._take_share(share)
-        alpha = s.rate_for(self.share) * s.look_every / len(s.windows)
+        alpha = s.rate_per_value * s.look_every / len(s.windows)
         self._chi2_cut = {w: float(stats.chi2.isf(alpha, max(len(self.categories) - 1, 1))) for w in s.windows}
         self.threshold = 1.0  # the statistic below is (chi-square / its cut)
         self._ready = True
@@ -168,14 +167,12 @@ class CategoricalDriftMonitor(BaseMonitor):
         return state
 
     @classmethod
-    def from_dict(
-        cls, state: Mapping[str, Any], settings: DriftSettings | None = None, count: SeriesCount | None = None
-    ) -> CategoricalDriftMonitor:
+    def from_dict(cls, state: Mapping[str, Any], settings: DriftSettings | None = None) -> CategoricalDriftMonitor:
         """Rebuild a monitor saved with :meth:`to_dict`."""
         agent, feature, variant = state["series"]
-        m = cls(settings, agent_name=agent, feature=feature, variant_id=variant, count=count)
+        m = cls(settings, agent_name=agent, feature=feature, variant_id=variant)
         if state["ready"]:
-            m._set_counts(state["categories"], np.asarray(state["base_counts"]), state.get("share", 1))
+            m._set_counts(state["categories"], np.asarray(state["base_counts"]))
             m._block_counts[:] = np.asarray(state["block_counts"], dtype=np.int32)
             m._block_ts[:] = np.asarray(state["block_ts"], dtype=np.int64)
             m._block_pos, m._filled, m._looks = state["block_pos"], state["filled"], state["looks"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from reverify.processors.base import derive_id
-from reverify.processors.drift.settings import DriftSettings, SeriesCount, make_detector
+from reverify.processors.drift.settings import DriftSettings, make_detector
 
 __all__ = ["BaseMonitor", "psi", "psi_grade"]
 
@@ -61,13 +61,8 @@ class BaseMonitor:
         agent_name: str = "",
         feature: str = "",
         variant_id: str | None = None,
-        count: SeriesCount | None = None,
     ) -> None:
         self.settings = settings or DriftSettings()
-        self._count = count  # the worker's series, for a fleet budget's share
-        if count is not None:
-            count.add()
-        self.share = 1  # this series' divisor of a fleet budget, fixed at its baseline
         self.agent_name, self.feature, self.variant_id = agent_name, feature, variant_id
         self.values_seen = 0
         self.generation = 0
@@ -159,15 +154,6 @@ class BaseMonitor:
             "window_end": ts,
         }
 
-    def _take_share(self, share: int | None) -> None:
-        """Fix this series' share of a fleet budget as its baseline is set (``share``: one restored from state)."""
-        if share is not None:
-            self.share = share
-        elif self._count is not None and self.settings.fleet_false_alarm_budget is not None:
-            self.share = self._count.share()
-        else:
-            self.share = 1
-
     def _state(self, kind: str) -> dict[str, Any]:
         """The part of :meth:`to_dict` every monitor shares: series, counts, alarm lifecycle, block clock."""
         return {
@@ -181,7 +167,6 @@ class BaseMonitor:
             "block_ts0": self._block_ts0,
             "last_ts": self._last_ts,
             "ready": self._ready,
-            "share": self.share,
         }
 
     def _restore(self, state: Mapping[str, Any]) -> None:
@@ -189,7 +174,6 @@ class BaseMonitor:
         self.values_seen, self.generation = state["values_seen"], state["generation"]
         self.firing, self.fired_at, self._quiet = state["firing"], state["fired_at"], state["quiet"]
         self._block_ts0, self._last_ts = state["block_ts0"], state["last_ts"]
-        self.share = state.get("share", 1)
 
     def _set_baseline(self, values: list[Any]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

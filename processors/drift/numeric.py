@@ -24,7 +24,7 @@ from reverify.processors.drift.bank import Shape, tied_shape, untied_shape
 from reverify.processors.drift.calibration import alarm_threshold, ks_exact, ks_pvalue, serial_correlation
 from reverify.processors.drift.looks import look
 from reverify.processors.drift.monitor import BaseMonitor, psi_grade
-from reverify.processors.drift.settings import DriftSettings, SeriesCount
+from reverify.processors.drift.settings import DriftSettings
 
 __all__ = ["DriftMonitor"]
 
@@ -53,9 +53,8 @@ class DriftMonitor(BaseMonitor):
         agent_name: str = "",
         feature: str = "",
         variant_id: str | None = None,
-        count: SeriesCount | None = None,
     ) -> None:
-        super().__init__(settings, agent_name=agent_name, feature=feature, variant_id=variant_id, count=count)
+        super().__init__(settings, agent_name=agent_name, feature=feature, variant_id=variant_id)
         self.skipped = 0
         self.threshold = math.inf
         self.serial_correlation = 0.0  # the baseline's, as an AR(1) coefficient (see calibration.serial_correlation)
@@ -120,9 +119,9 @@ class DriftMonitor(BaseMonitor):
         return look(monitors)
 
     # -- baseline ------------------------------------------------------------------
-    def _set_baseline(self, values: list[Any], dependence: float | None = None, share: int | None = None) -> None:
-        """``values`` in arrival order become the baseline; ``dependence`` / ``share`` are restored ones (else the
-        baseline's serial dependence is estimated and the fleet share taken now)."""
+    def _set_baseline(self, values: list[Any], dependence: float | None = None) -> None:
+        """``values`` in arrival order become the baseline; ``dependence``: a restored one (else the baseline's
+        serial dependence is estimated now)."""
         s = self.settings
         base = np.asarray(values, dtype=float)
         base = base[np.isfinite(base)]
@@ -153,12 +152,9 @@ class DriftMonitor(BaseMonitor):
         if calibration == "auto":
             calibration = "bootstrap" if tied else "rank"
         self.serial_correlation = dependence
-        self._take_share(share)
         self.calibrated = dependence <= s.max_dependence
         self.threshold = (
-            alarm_threshold(
-                s, n, None if calibration == "rank" else base, phi=s.dependence_of(dependence), share=self.share
-            )
+            alarm_threshold(s, n, None if calibration == "rank" else base, phi=s.dependence_of(dependence))
             if self.calibrated
             else math.inf
         )
@@ -296,17 +292,14 @@ class DriftMonitor(BaseMonitor):
         return state
 
     @classmethod
-    def from_dict(
-        cls, state: Mapping[str, Any], settings: DriftSettings | None = None, count: SeriesCount | None = None
-    ) -> DriftMonitor:
+    def from_dict(cls, state: Mapping[str, Any], settings: DriftSettings | None = None) -> DriftMonitor:
         """Rebuild a monitor saved with :meth:`to_dict` (same settings)."""
         agent, feature, variant = state["series"]
-        m = cls(settings, agent_name=agent, feature=feature, variant_id=variant, count=count)
+        m = cls(settings, agent_name=agent, feature=feature, variant_id=variant)
         if state["ready"]:
-            # the baseline is stored sorted: its dependence and share come from the state (none before they existed)
-            m._set_baseline(
-                unpack_array(state["baseline"]).tolist(), state.get("serial_correlation", 0.0), state.get("share", 1)
-            )
+            # the baseline is stored sorted: its dependence comes from the state (none before it existed; a
+            # "share" of a fleet budget written by older versions is ignored: the budget is spent by values now)
+            m._set_baseline(unpack_array(state["baseline"]).tolist(), state.get("serial_correlation", 0.0))
             sh = m.shape
             ring = m._row("ring")
             ring[: sh.cap] = unpack_array(state["ring"], ring.dtype)

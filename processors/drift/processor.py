@@ -21,7 +21,7 @@ from reverify.processors.drift.categorical import CategoricalDriftMonitor
 from reverify.processors.drift.looks import evaluate_looks
 from reverify.processors.drift.monitor import BaseMonitor
 from reverify.processors.drift.numeric import DriftMonitor
-from reverify.processors.drift.settings import DriftSettings, SeriesCount
+from reverify.processors.drift.settings import DriftSettings
 from reverify.schemas.fields import OUTCOME_NUMBERS
 
 __all__ = ["OUTCOME_FIELDS", "REPORT_TOPIC", "DriftProcessor", "SeriesKey"]
@@ -94,9 +94,8 @@ class DriftProcessor:
     []
     """
 
-    def __init__(self, settings: DriftSettings | None = None, count: SeriesCount | None = None) -> None:
+    def __init__(self, settings: DriftSettings | None = None) -> None:
         self.settings = settings or DriftSettings()
-        self.count = SeriesCount() if count is None else count  # series seen, shared by a worker's processors
         self.monitors: dict[SeriesKey, DriftMonitor | CategoricalDriftMonitor] = {}
         self.offsets = AppliedOffsets()
 
@@ -111,7 +110,6 @@ class DriftProcessor:
                 agent_name=agent_name,
                 feature=feature,
                 variant_id=variant_id,
-                count=self.count,
             )
             self.monitors[key] = m
         return m
@@ -332,14 +330,12 @@ class DriftProcessor:
         }
 
     @classmethod
-    def from_dict(
-        cls, state: Mapping[str, Any], settings: DriftSettings | None = None, count: SeriesCount | None = None
-    ) -> DriftProcessor:
-        """Rebuild a processor saved with :meth:`to_dict` (``count``: the worker's series, see :meth:`__init__`)."""
-        p = cls(settings, count)
+    def from_dict(cls, state: Mapping[str, Any], settings: DriftSettings | None = None) -> DriftProcessor:
+        """Rebuild a processor saved with :meth:`to_dict`."""
+        p = cls(settings)
         p.offsets = AppliedOffsets.from_dict(state["offsets"])
         for ms in state["monitors"]:
             agent, feature, variant = ms["series"]
             kind = CategoricalDriftMonitor if ms["kind"] == "categorical" else DriftMonitor
-            p.monitors[(agent, feature, variant)] = kind.from_dict(ms, p.settings.for_series(agent, feature), p.count)
+            p.monitors[(agent, feature, variant)] = kind.from_dict(ms, p.settings.for_series(agent, feature))
         return p

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DETECTORS", "DriftSettings", "SeriesCount", "make_detector"]
+__all__ = ["DETECTORS", "DriftSettings", "make_detector"]
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,12 @@ class DriftSettings:
         p-values to step through on a never-ending stream, so it would buy nothing here. Ignored when
         ``fleet_false_alarm_budget`` is set.
     fleet_false_alarm_budget
-        Expected false alarm episodes per ``budget_values`` values across the whole deployment (every series of every
-        worker), or ``None`` (the default: ``false_alarm_budget`` is per series). Each worker splits it across the
-        series it has seen (:class:`SeriesCount`), so set it to the deployment's figure divided by the number of
-        workers. A series' share is fixed when its baseline is set: ``1 / K`` with ``K`` the smallest power of two
-        at least twice the series seen so far (this one included), i.e. the fleet is assumed to double again.
+        Expected false alarm episodes per ``budget_values`` values counted across the whole deployment (every value
+        of every series of every worker together), or ``None`` (the default: ``false_alarm_budget`` is per series).
+        Each series spends it in proportion to its own values (a rate per value), so the fleet's total is at most
+        the budget times its values over ``budget_values`` however many series there are and whenever they appear,
+        and nothing is counted: every series' threshold depends on its own values only (two workers alarm as one,
+        a replay as the original).
     dependence
         ``"ar1"``: the baseline's serial dependence is estimated (lag-1 rank autocorrelation, as the coefficient of
         a Gaussian AR(1) copula) and the threshold simulated for it; ``"independent"``: values are taken as
@@ -146,14 +147,10 @@ class DriftSettings:
 
     @property
     def rate_per_value(self) -> float:
-        """False-alarm episodes allowed per value of one series (of a fleet's first series, with a fleet budget)."""
-        return self.rate_for(1)
-
-    def rate_for(self, share: int) -> float:
-        """False-alarm episodes allowed per value of a series whose share of the fleet budget is ``1 / share``."""
+        """False-alarm episodes allowed per value of one series: with a fleet budget, the fleet's rate per value."""
         if self.fleet_false_alarm_budget is None:
             return self.false_alarm_budget / self.budget_values / max(self.n_series, 1)
-        return self.fleet_false_alarm_budget / self.budget_values / max(share, 1)
+        return self.fleet_false_alarm_budget / self.budget_values
 
     def dependence_of(self, phi: float) -> float:
         """The AR(1) coefficient a baseline whose estimated coefficient is ``phi`` is calibrated for.
@@ -175,30 +172,6 @@ class DriftSettings:
         for key in ("*/*", f"{agent_name}/*", f"*/{feature}", f"{agent_name}/{feature}"):
             merged.update(self.overrides.get(key, {}))
         return dataclasses.replace(self, **merged) if merged else self
-
-
-class SeriesCount:
-    """Series seen so far by one worker's drift processors (shared through :class:`~processors.pipeline.
-    PipelineConfig`), for splitting a fleet false-alarm budget; counted as they appear, not persisted.
-
-    >>> c = SeriesCount()
-    >>> [c.share() for _ in range(3) if c.add() is None]
-    [2, 4, 8]
-    """
-
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        self.seen = 0
-
-    def add(self) -> None:
-        """One more series seen."""
-        self.seen += 1
-
-    def share(self) -> int:
-        """The divisor of a series whose baseline is set now: the smallest power of two at least twice the series
-        seen (the fleet is expected to double again: series that appear later get smaller shares)."""
-        return 1 << (2 * max(self.seen, 1) - 1).bit_length()
 
 
 def make_detector(name: str) -> Any:

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 from reverify.processors.drift import DriftMonitor, DriftSettings
+from reverify.processors.drift.calibration import alarm_threshold
 
 T0 = 1_700_000_000_000
 
@@ -100,13 +101,30 @@ def delays(shift_sd: float, seeds: int, settings: DriftSettings) -> tuple[float,
     return float(np.median(out)) if out else float("nan"), missed
 
 
+def fleet_table(seeds: int) -> None:
+    """What a fleet of n series gets when the whole fleet may raise 0.1 false alarms per 10,000 values of each
+    series: ``fleet_false_alarm_budget = 0.1 / n`` (spent by values), the threshold and delays that costs."""
+    print("\nfleet of n series, 0.1 false alarms per 10,000 values of each series for the whole fleet")
+    print(f"{'n series':>9} {'rate per value':>15} {'threshold':>10} {'0.5 sd':>7} {'1 sd':>6}")
+    for n in (1, 10, 1_000, 100_000):
+        settings = DriftSettings(fleet_false_alarm_budget=0.1 / n)
+        h = alarm_threshold(settings)
+        d05, _ = delays(0.5, seeds, settings)
+        d1, _ = delays(1.0, seeds, settings)
+        print(f"{n:>9,} {settings.rate_per_value:>15.0e} {h:>10.2f} {d05:>7.0f} {d1:>6.0f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--values", type=int, default=10_000)
     ap.add_argument("--anchors", type=int, default=20)
+    ap.add_argument("--fleet", action="store_true", help="only the fleet table for 1, 10, 1,000, 100,000 series")
     args = ap.parse_args()
     t = time.perf_counter()
+    if args.fleet:
+        fleet_table(args.seeds)
+        return
     print(f"false alarms per 10,000 values per series (budget 0.1); {args.seeds} seeds x {args.values} values")
     print(f"{'stream':<22} {'ours':>7} {'indep.':>7} {'ADWIN':>7} {'PH':>7} {'uncalibrated':>13}")
     for skewed in (False, True):

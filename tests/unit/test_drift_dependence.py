@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from reverify.processors.drift import DriftMonitor, DriftProcessor, DriftSettings, SeriesCount
+from reverify.processors.drift import DriftMonitor, DriftProcessor, DriftSettings
 from reverify.processors.drift.calibration import serial_correlation
 from reverify.schemas import encode
 
@@ -76,26 +76,29 @@ def test_too_dependent_a_series_reports_instead_of_alarming() -> None:
     assert encode("DriftReport", report)  # the schema carries both fields
 
 
-def test_dependence_and_share_survive_a_restore() -> None:
+def test_dependence_survives_a_restore() -> None:
     p = DriftProcessor(DriftSettings(**FAST))
     for i, x in enumerate(ar1(5, 0.5, 1200).tolist()):
         p.on_metric({"agent_name": "a", "name": "q", "value": x, "ts": T0 + i}, (0, i))
     m = p.monitor("a", "q")
     back = DriftProcessor.from_dict(p.to_dict(), p.settings).monitor("a", "q")
-    assert (back.serial_correlation, back.threshold, back.share) == (m.serial_correlation, m.threshold, m.share)
+    assert (back.serial_correlation, back.threshold) == (m.serial_correlation, m.threshold)
     assert m.serial_correlation > 0.3
 
 
-def test_fleet_budget_is_split_across_the_series_seen() -> None:
-    count = SeriesCount()
+def test_fleet_budget_is_spent_by_values_whatever_the_number_of_series() -> None:
+    """Every series spends the fleet budget per value: a series' threshold depends on its own values only (so two
+    workers alarm as one, and a replay as the worker), and the fleet's expected total is at most the budget times
+    its values over budget_values however many series there are (the sum of the per-value rates)."""
     settings = DriftSettings(fleet_false_alarm_budget=1.0, calibration_replicates=50, calibration_length=20_000)
-    procs = [DriftProcessor(settings, count) for _ in range(3)]  # one worker's agents share its count
+    assert settings.rate_per_value == 1.0 / 10_000
     rng = np.random.default_rng(0)
-    for k, p in enumerate(procs):
-        for i, x in enumerate(rng.normal(50, 10, 1000).tolist()):
-            p.on_metric({"agent_name": f"a{k}", "name": "q", "value": x, "ts": T0 + i}, (k, i))
-    shares = [p.monitor(f"a{k}", "q").share for k, p in enumerate(procs)]
-    assert count.seen == 3 and shares == [2, 4, 8]  # fixed at each baseline: twice the series seen, a power of two
-    thresholds = [p.monitor(f"a{k}", "q").threshold for k, p in enumerate(procs)]
-    assert thresholds[0] < thresholds[1] < thresholds[2]
-    assert settings.rate_for(8) == 1.0 / 10_000 / 8
+    values = rng.normal(50, 10, 1000).tolist()
+    alone, together = DriftProcessor(settings), DriftProcessor(settings)
+    for i, x in enumerate(values):
+        alone.on_metric({"agent_name": "a0", "name": "q", "value": x, "ts": T0 + i}, (0, i))
+    for k in range(3):  # two other series seen first by the same processor change nothing for a0
+        for i, x in enumerate(values if k == 2 else rng.normal(50, 10, 1000).tolist()):
+            together.on_metric({"agent_name": f"a{(k + 1) % 3}", "name": "q", "value": x, "ts": T0 + i}, (k, i))
+    assert together.monitor("a0", "q").threshold == alone.monitor("a0", "q").threshold
+    assert DriftSettings(false_alarm_budget=1.0).rate_per_value == settings.rate_per_value
