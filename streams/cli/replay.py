@@ -65,6 +65,7 @@ class Summary:
         self.decisions: dict[tuple[str, str, str], dict[str, Any]] = {}  # arm -> its last VariantDecision
         self.deadletters: Counter[str] = Counter()
         self.incidents: dict[str, dict[str, Any]] = {}  # incident id -> its latest record
+        self.budgets: dict[tuple[str, str, str], dict[str, Any]] = {}  # SLO, agent, task -> its last SloReport
 
     def add(self, record_type: str, r: Mapping[str, Any]) -> None:
         self.counts[record_type] += 1
@@ -85,6 +86,8 @@ class Summary:
             self.deadletters[r["reason"]] += 1
         elif record_type == "Incident":
             self.incidents[r["incident_id"]] = dict(r)
+        elif record_type == "SloReport":
+            self.budgets[(r["slo"], r["agent_name"], r.get("task_type") or "")] = dict(r)
 
     def show(self, title: str, inputs: Counter[str], bad: int, seconds: float) -> None:
         total = sum(inputs.values())
@@ -143,6 +146,23 @@ class Summary:
                 for i, r in self.incidents.items()
             ],  # fmt: skip
         )
+        if self.budgets:
+            print_table(
+                "Error budgets (the last SloReport of each SLO and scope)",
+                ["slo", "agent/task", "sli", "objective", "budget left", "burn rates", "alerting"],
+                [
+                    [
+                        slo,
+                        f"{a}/{t}" if t else a,
+                        r["sli"],
+                        f"{r['objective']:g}",
+                        f"{r['error_budget_remaining']:.1%}",
+                        " ".join(f"{w} {v:.2g}" for w, v in r["burn_rates"].items()),
+                        r["alerting"],
+                    ]
+                    for (slo, a, t), r in sorted(self.budgets.items())
+                ],  # fmt: skip
+            )
         if self.deadletters:
             print_table("Dead letters by reason", ["reason", "count"], sorted(self.deadletters.items()))
 
@@ -155,12 +175,13 @@ def replay_settings(config: str | None, sets: tuple[str, ...]) -> Settings:
     """Settings as a worker here would read them (``config`` instead of reverify.toml), ``--set`` overriding them."""
     from reverify.processors.assurance import AssuranceConfigError
     from reverify.processors.pipeline import PipelineConfig
+    from reverify.processors.slo import SloConfigError
 
     try:
         settings = Settings.load(env={**os.environ, **override_env(sets)}, path="" if config is None else config)
         PipelineConfig.from_settings(settings)  # every section checked before the first line
         return settings
-    except (SettingsError, AssuranceConfigError) as exc:
+    except (SettingsError, AssuranceConfigError, SloConfigError) as exc:
         raise UserError(str(exc)) from None
 
 

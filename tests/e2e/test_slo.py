@@ -115,3 +115,6 @@ def test_slo_check_lists_valid_slos_and_names_each_mistake(tmp_path: Path) -> No
     ]
     missing = runner.invoke(cli, ["slo", "check", str(tmp_path / "nope.toml")])
     assert missing.exit_code == 2 and "no such file" in missing.stderr
+    lines = write_lines(tmp_path / "in.jsonl", _lines("a", 0, 10, 0))
+    replayed = run_replay(tmp_path, str(lines), "--config", str(bad))  # a replay reads SLOs as a worker does
+    assert replayed.returncode == 2 and replayed.stderr.startswith("error: [slo_alerting]"), replayed.stderr
