@@ -121,6 +121,9 @@ class LearningSettings:
     reward_threshold: float | None = None
     min_baseline: int = 50
     reopen_weight: float = 0.1
+    # Off by default: a drift alarm's timing depends on the fleet drift budget split across the series a worker
+    # sees, so with it on the posteriors depend on how partitions were assigned, not on the inputs alone.
+    reopen_on_drift: bool = False
 
     def __post_init__(self) -> None:
         thresholds_for_budget(self.fleet_false_rollbacks)  # a budget <= 0 is an error now, not at the first arm

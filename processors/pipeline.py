@@ -207,7 +207,7 @@ class AgentPipeline:
                 out += self.assurance.on_qvalue(e.value)
             elif e.record_type == "DriftReport":
                 out += self.assurance.on_drift(e.value)
-                if e.value.get("alarm"):
+                if e.value.get("alarm") and self.config.learning.reopen_on_drift:
                     out += self._reopen(e.value)
             elif e.record_type == "Alert" and e.value["source"] == "rollback":
                 out += self.alerts.note_alert(e.value)

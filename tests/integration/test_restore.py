@@ -52,7 +52,8 @@ def store(client, rows: list[dict]) -> None:
         "kafka_offset": lambda i, r: i,
         "ts": lambda i, r: datetime.fromtimestamp(r["ts"] / 1000, tz=timezone.utc),
     }
-    data = [[position[c](i, r) if c in position else r[c] for c in columns] for i, r in enumerate(rows)]
+    # columns later migrations added (nullable) are None where the records do not carry them
+    data = [[position[c](i, r) if c in position else r.get(c) for c in columns] for i, r in enumerate(rows)]
     client.insert("agent_outcomes", data, column_names=list(columns))
 
 

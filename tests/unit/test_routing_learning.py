@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from reverify.processors.base import Emission
 from reverify.processors.learning import LearningLoop, LearningSettings
 from reverify.processors.pipeline import AgentPipeline, PipelineConfig
 
@@ -43,7 +44,9 @@ def _drift_alarm(ts: int) -> dict[str, object]:
 
 
 def test_a_drift_alarm_reopens_every_loop_of_the_agent_once_per_cooldown() -> None:
-    config = PipelineConfig(learning=LearningSettings(publish_interval_ms=0, reopen_weight=0.5, cooldown_ms=1000))
+    config = PipelineConfig(
+        learning=LearningSettings(publish_interval_ms=0, reopen_weight=0.5, cooldown_ms=1000, reopen_on_drift=True)
+    )
     pipeline = AgentPipeline("a", config)
     for task in ("t1", "t2"):
         feed(pipeline.loop(task), [outcome("v1", True, ts=TS0 + i) for i in range(40)])
@@ -51,6 +54,14 @@ def test_a_drift_alarm_reopens_every_loop_of_the_agent_once_per_cooldown() -> No
     assert {(q["task_type"], q["successes"]) for q in of(out, "QValue")} == {("t1", 20), ("t2", 20)}
     assert pipeline._reopen(_drift_alarm(TS0 + 500)) == []  # the same alarm's next look: within the cooldown
     assert {q["successes"] for q in of(pipeline._reopen(_drift_alarm(TS0 + 1100)), "QValue")} == {10}
+
+
+def test_drift_alarms_reopen_only_when_asked() -> None:
+    pipeline = AgentPipeline("a", PipelineConfig(learning=LearningSettings(publish_interval_ms=0)))
+    feed(pipeline.loop("t1"), [outcome("v1", True, ts=TS0 + i) for i in range(40)])
+    report = _drift_alarm(TS0 + 100) | {"record_type": "DriftReport"}
+    pipeline._follow([Emission("drift.reports", "a/reward", "DriftReport", report)])
+    assert pipeline.loop("t1").arms["v1"].evidence == (40, 0)
 
 
 def _routed(variant: str, success: bool, propensity: float) -> dict[str, object]:
