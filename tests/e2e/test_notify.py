@@ -1,5 +1,6 @@
 """End to end: ``reverify worker`` + ``reverify notify`` on the embedded broker; a degradation fed through the SDK
-reaches a webhook as a firing alert for the agent, in Alertmanager's format, then its resolve.
+reaches a webhook as a firing alert for the agent, in Alertmanager's format, then its resolve. ``reverify up``
+delivers too when receivers are declared.
 
 The worker runs an assurance case on the agent's success rate (``for = "0s"``); outcome patterns are
 deterministic (exactly 9 of 10 succeed, then 5 of 10) so the verdicts do not depend on luck.
@@ -9,13 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
+from reverify.processors.base import make_alert
+from reverify.schemas import encode
 from reverify.streams.client import AgentEvents
+from reverify.streams.embedded import free_port
 
+from tests.e2e.conftest import e2e_settings
 from tests.receivers import RecordingServer
+from tests.support import settings_env
 
 
 @pytest.fixture
@@ -105,3 +117,30 @@ def test_a_degradation_reaches_the_webhook_as_an_alertmanager_alert(
     finally:
         code, stderr = e2e.stop(notify)
     assert "Traceback" not in stderr, stderr
+
+
+def test_up_delivers_when_receivers_are_declared(broker: str, tmp_path: Path, e2e: Any, hook: RecordingServer) -> None:
+    settings = e2e_settings(broker, tmp_path, f'[[receivers]]\nname = "ops"\nwebhook = "{hook.url}"\n\n'
+                            '[notify]\ngroup_wait = "0s"\n')  # fmt: skip
+    env = settings_env(settings, REVERIFY_METRICS_PORT=str(free_port()))
+    log = tmp_path / "up.log"
+    with open(log, "ab") as out:
+        up = subprocess.Popen([e2e.REVERIFY, "up"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while "notifying ops" not in log.read_text():
+            assert up.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        now = int(time.time() * 1000)
+        alert = make_alert(source="circuit", status="firing", severity="critical", title="payments circuit open",
+                           labels={"agent_name": "payer", "component": "gateway"}, ts=now, starts_at=now, cause=now,
+                           evidence={"value": 5, "threshold": 3, "sample_size": 5}).value  # fmt: skip
+        producer = Producer(settings.kafka_config())
+        producer.produce(settings.topic("alerts"), encode("Alert", alert), alert["fingerprint"].encode())
+        assert producer.flush(20) == 0
+        [request] = hook.wait(lambda rs: len(rs) == 1, timeout=60)
+        assert request.json()["alerts"][0]["labels"]["agent_name"] == "payer"
+    finally:
+        os.kill(up.pid, signal.SIGTERM)
+        code = up.wait(40)
+    assert code == 0 and "stopped." in log.read_text(), log.read_text()[-3000:]
