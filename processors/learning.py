@@ -37,7 +37,16 @@ Rules (docs/design.md section 4, issue 3):
   active since the alarm has its own evidence, i.e. ``cooldown_ms`` have passed
   and it has ``cooldown_min_outcomes`` outcomes since the alarm, the same rule
   that ends the rollback cooldown. Until then it inhibits the agent's warnings;
-  a lasting degradation is the assurance cases' to report after that.
+  a lasting degradation is the assurance cases' to report after that;
+* a running experiment on the agent/task (:mod:`processors.experiments`, known from
+  the ``experiment_start`` / ``experiment_stop`` commands) turns its treatments into
+  arms that can be rolled back although they are not the active variant: a
+  treatment whose degradation test fires is rolled back to the experiment's
+  control like an active variant (``Rollback``, critical ``Alert``, the control
+  made active if it was not), and any rollback from one of the experiment's
+  variants stops the experiment: the ``Experiment`` record, ``stopped``, with
+  the rollback as its reason, on ``crl.experiments`` (routers then stop
+  assigning units to it).
 
 Examples
 --------
@@ -70,6 +79,7 @@ from reverify.processors.degradation import (
     DegradationDetector,
     thresholds_for_budget,
 )
+from reverify.processors.experiments.record import RUNNING, stopped
 from reverify.processors.qvalues import ArmStats
 from reverify.processors.safety import AUTO_APPLY, HUMAN_APPROVAL, classify, decide, prob_beats
 
@@ -183,6 +193,7 @@ class LearningLoop:
         # and its n then ("n0"). Every open alert watches the active variant: an activation resolves them all.
         self.open_alerts: dict[str, dict[str, Any]] = {}
         self.reopened_at: int | None = None  # ts of the last reopening of exploration
+        self.experiments: dict[str, dict[str, Any]] = {}  # running experiments of this agent/task by name (record)
         s = self.settings
         self._thresholds = (s.auto_apply_q, s.auto_apply_n, s.approval_q, s.approval_n, s.promotion_probability)
 
@@ -385,16 +396,26 @@ class LearningLoop:
 
     # -- degradation --------------------------------------------------------------------------------
 
+    def _treated_by(self, variant: str) -> dict[str, Any] | None:
+        """The running experiment in which ``variant`` is a treatment (not the control), if any."""
+        return next((e for e in self.experiments.values() if variant in e["variants"][1:]), None)
+
     def _on_alarm(self, variant: str, alarm: DegradationAlarm | ExternalAlarm, ts: int, cause: str) -> list[Emission]:
         self.degraded_at[variant] = self.arms[variant].n
-        if variant != self.active:
+        experiment = self._treated_by(variant) if variant != self.active else None
+        if variant != self.active and experiment is None:
             # A challenger degrading only blocks its auto_apply for a window; nothing to roll back.
             return []
         s = self.settings
         labels = {"agent_name": self.agent_name, "task_type": self.task_type, "variant_id": variant}
         evidence = dict(alarm.metrics)
-        candidates = [(arm.q, name) for name, arm in self.arms.items() if name != variant and arm.n >= s.rollback_min_n]
-        eligible = [(q, name) for q, name in candidates if not self._in_cooldown(variant, name, ts)]
+        if experiment is not None:  # a treatment goes back to its control, whatever the Q-values say
+            candidates = eligible = [(0.0, experiment["variants"][0])]
+        else:
+            candidates = [
+                (arm.q, name) for name, arm in self.arms.items() if name != variant and arm.n >= s.rollback_min_n
+            ]
+            eligible = [(q, name) for q, name in candidates if not self._in_cooldown(variant, name, ts)]
         if not eligible:
             why = (
                 f"every eligible target is within the rollback cooldown of {variant}"
@@ -435,8 +456,31 @@ class LearningLoop:
         title = f"{self._key()}: rolled back {variant} -> {target}"
         message = f"{rollback_id}: {alarm.reason}; {alarm.trigger} {alarm.statistic:.2f} > {alarm.threshold:g}"
         out.append(self._open_alert(title, labels, message, evidence, target, ts, cause))
-        out.append(self._activation(target, "rollback", ts, cause, rollback_id))
-        return out + self.reopen(ts, cause)
+        if target != self.active:
+            out.append(self._activation(target, "rollback", ts, cause, rollback_id))
+        why = f"rollback {rollback_id}: {variant} degraded ({alarm.reason}), rolled back to {target}"
+        return out + self._stop_experiments(variant, why, rollback_id, ts) + self.reopen(ts, cause)
+
+    def _stop_experiments(self, variant: str, why: str, rollback_id: str, ts: int) -> list[Emission]:
+        """Stop every running experiment that has ``variant`` among its variants; the rollback is the reason."""
+        names = [name for name, e in self.experiments.items() if variant in e["variants"]]
+        return [
+            Emission(
+                "crl.experiments",
+                name,
+                "Experiment",
+                stopped(self.experiments.pop(name), ts=ts, reason=why, cause_id=rollback_id, by="worker"),
+            )
+            for name in names
+        ]
+
+    def on_experiment(self, record: dict[str, Any]) -> list[Emission]:
+        """Follow one experiment of this agent/task (command ``experiment_start`` or ``experiment_stop``)."""
+        if record.get("status") == RUNNING:
+            self.experiments[record["name"]] = dict(record)
+        else:
+            self.experiments.pop(record["name"], None)
+        return []
 
     def reopen(self, ts: int, cause: str, *, min_interval_ms: int = 0) -> list[Emission]:
         """Reopen exploration: every arm keeps ``reopen_weight`` of its posterior evidence (a rollback, a drift alarm).
@@ -615,6 +659,7 @@ class LearningLoop:
             "offsets": {f"{kind}:{k}": v for kind, a in self.offsets.items() for k, v in a.to_dict().items()},
             "open_alerts": {fp: dict(info) for fp, info in self.open_alerts.items()},
             "reopened_at": self.reopened_at,
+            "experiments": {name: dict(e) for name, e in self.experiments.items()},
         }
 
     @classmethod
@@ -640,6 +685,7 @@ class LearningLoop:
         # Absent from state written before alerts resolved.
         loop.open_alerts = {fp: dict(info) for fp, info in data.get("open_alerts", {}).items()}
         loop.reopened_at = data.get("reopened_at")  # absent from state written before exploration reopened
+        loop.experiments = {name: dict(e) for name, e in data.get("experiments", {}).items()}  # absent before them
         return loop
 
 

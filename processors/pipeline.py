@@ -236,7 +236,7 @@ class AgentPipeline:
         return self.incidents.observe(out, self, manual=manual)
 
     def on_command(self, record: dict[str, Any]) -> list[Emission]:
-        """Operator commands: baseline pin/reset, alert ack/silence, rollback."""
+        """Operator commands: baseline pin/reset, alert ack/silence, rollback, experiment start/stop."""
         args, ts = record["args"], int(record["ts"])
         command = record["command"]
         if command == "baseline_reset":
@@ -260,6 +260,9 @@ class AgentPipeline:
         if command == "rollback":
             task = args.get("task_type")
             return self.loops[task].on_rollback_command(record) if task in self.loops else []
+        if command in ("experiment_start", "experiment_stop"):
+            experiment = json.loads(args["experiment"])
+            return self.loop(experiment["task_type"]).on_experiment(experiment)
         return []
 
     def flush(self) -> list[Emission]:

@@ -21,6 +21,13 @@ Modes (:class:`RoutingSettings` ``mode``, or per router):
   - a drift alarm or a rollback reopens exploration: the learning loop scales every arm's evidence by its
     ``reopen_weight`` (:meth:`processors.learning.LearningLoop.reopen`), which the next Q-values carry here.
 
+Experiments come first, in every mode: while an experiment runs on the agent/task (``crl.experiments``, see
+:mod:`processors.experiments`), a call is assigned by :func:`processors.experiments.assignment.assign` -- by hash of
+``(experiment, unit_id)`` when the call names its unit (the same unit, the same variant, in every process), else by
+a draw per call -- with the variant's share of the split as propensity, mode ``experiment``. A paused agent is
+not experimented on (the active variant, propensity 1). A stopped experiment (by hand, or by the worker when it
+rolls one of its variants back) hands the agent/task back to its mode.
+
 Nothing known for an agent/task (a process that started while Kafka is away): the ``default`` variant,
 propensity 1, mode ``fallback``. Known state is kept while the broker is away.
 
@@ -41,6 +48,13 @@ Choice(variant_id='default', propensity=1.0, mode='fallback', reason='nothing kn
 ...                              "degradation_level": 1, "reason": "errors: circuit v2 open"})
 >>> state.choose("hunter", "search", now_ms=0)
 Choice(variant_id='v1', propensity=1.0, mode='thompson', reason='thompson, one eligible arm')
+>>> state.apply("Experiment", {"name": "copy", "agent_name": "hunter", "task_type": "search", "status": "running",
+...                              "variants": ["v1", "v2"], "split": [0.5, 0.5]})
+>>> choice = state.choose("hunter", "search", unit_id="user-7", now_ms=0)
+>>> choice == state.choose("hunter", "search", unit_id="user-7", now_ms=0), choice.mode, choice.propensity
+(True, 'experiment', 0.5)
+>>> choice.attributes
+{'experiment': 'copy', 'unit_id': 'user-7'}
 >>> RoutingState.from_dict(state.to_dict()).to_dict() == state.to_dict()
 True
 """
@@ -54,6 +68,8 @@ from typing import Any
 
 import numpy as np
 from reverify.processors.degradation_levels import effective_level
+from reverify.processors.experiments.assignment import assign
+from reverify.processors.experiments.record import RUNNING
 from reverify.processors.safety import AUTO_APPLY, NO_ACTION
 from reverify.processors.thompson import Evidence, PropensityCache, apply_cap, choose_arm
 
@@ -66,15 +82,25 @@ MODES = ("active", "thompson")
 class Choice:
     """The variant to use for one call and the probability it had of being chosen.
 
-    ``mode`` says which rule chose (``active``, ``thompson``, ``fallback``, and whatever a later rule adds);
-    ``reason`` says why in a few words. Pass ``propensity`` on to ``AgentEvents.outcome`` so that off-policy
-    estimates can weigh the outcome.
+    ``mode`` says which rule chose (``active``, ``thompson``, ``experiment``, ``fallback``, and whatever a later rule
+    adds); ``reason`` says why in a few words. Pass ``propensity`` on to ``AgentEvents.outcome`` so that off-policy
+    estimates can weigh the outcome, and ``attributes`` (the experiment and unit of an experiment's call) so that
+    ``reverify experiment status`` counts the unit once however many outcomes it reports.
     """
 
     variant_id: str
     propensity: float
     mode: str
     reason: str
+    experiment: str | None = field(default=None, repr=False)  # repr: only what every choice has
+    unit_id: str | None = field(default=None, repr=False)
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """``{"experiment": name, "unit_id": id}`` for a call of an experiment (what it knows of them), else ``{}``."""
+        if self.experiment is None:
+            return {}
+        return {"experiment": self.experiment, **({"unit_id": self.unit_id} if self.unit_id is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -171,6 +197,7 @@ class RoutingState:
         self.propensities = PropensityCache(self.settings.propensity_samples, rng=np_rng)
         self.tasks: dict[tuple[str, str], _Task] = {}
         self.agents: dict[str, _Agent] = {}
+        self.experiments: dict[tuple[str, str], dict[str, Any]] = {}  # the running experiment of an agent/task
 
     # -- following the control topics ---------------------------------------------------------------
 
@@ -178,6 +205,9 @@ class RoutingState:
         """Fold one record of a followed topic into the state (other record types are ignored)."""
         if record_type == "AgentControl":
             self._control(record)
+            return
+        if record_type == "Experiment":
+            self._experiment(record)
             return
         if record_type not in ("ActiveVariant", "QValue", "VariantDecision", "Rollback"):
             return
@@ -192,6 +222,14 @@ class RoutingState:
             until = int(record["ts"]) + self.cooldown_ms
             variant = record["from_variant"]
             task.cooldown_until[variant] = max(until, task.cooldown_until.get(variant, until))
+
+    def _experiment(self, record: dict[str, Any]) -> None:
+        """Follow one Experiment record: a running one routes its agent/task; its stop (same name) ends that."""
+        key = (record["agent_name"], record["task_type"])
+        if record["status"] == RUNNING:
+            self.experiments[key] = {k: record[k] for k in ("name", "variants", "split")}
+        elif key in self.experiments and self.experiments[key]["name"] == record["name"]:
+            del self.experiments[key]
 
     def _control(self, record: dict[str, Any]) -> None:
         """Fold one AgentControl.
@@ -228,18 +266,25 @@ class RoutingState:
         self,
         agent_name: str,
         task_type: str,
+        unit_id: str | None = None,
         *,
         now_ms: int,
         mode: str | None = None,
         default: str = "default",
         candidates: Collection[str] | None = None,
     ) -> Choice:
-        """The variant for one call of ``agent_name``/``task_type`` at ``now_ms`` (module docstring).
+        """The variant for one call of ``agent_name``/``task_type`` (for ``unit_id``) at ``now_ms`` (module docstring).
 
         ``candidates``: the variants this process can run. Thompson mode then routes among them and the active
         variant only, those without a Q-value yet starting from the uniform prior (capped like any challenger);
         without it, among the arms that have Q-values.
         """
+        experiment = self.experiments.get((agent_name, task_type))
+        if experiment is not None and not self.is_paused(agent_name):
+            name = experiment["name"]
+            got = assign(name, experiment["variants"], experiment["split"], unit_id, self.rng)
+            why = f"experiment {name}, " + ("by unit" if unit_id is not None else "per call")
+            return Choice(got.variant_id, got.propensity, "experiment", why, name, unit_id)
         mode = mode or self.settings.mode
         task = self.tasks.get((agent_name, task_type))
         if task is None or (task.active is None and not task.evidence):
@@ -303,6 +348,9 @@ class RoutingState:
                 name: {"paused": a.paused, "levels": dict(a.levels), "level": a.level, "circuits": dict(a.circuits)}
                 for name, a in self.agents.items()
             },
+            "experiments": [
+                {"agent_name": agent, "task_type": task_type, **e} for (agent, task_type), e in self.experiments.items()
+            ],
         }
 
     @classmethod
@@ -318,4 +366,6 @@ class RoutingState:
             )
         for name, a in data["agents"].items():
             state.agents[name] = _Agent(bool(a["paused"]), dict(a["levels"]), int(a["level"]), dict(a["circuits"]))
+        for e in data.get("experiments", []):  # absent from state written before experiments
+            state.experiments[(e["agent_name"], e["task_type"])] = {k: e[k] for k in ("name", "variants", "split")}
         return state

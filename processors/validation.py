@@ -42,6 +42,8 @@ COMMAND_ARGS: dict[str, tuple[str, ...]] = {
     "ack": ("fingerprint",),
     "silence": ("matchers", "until_ms"),
     "rollback": (),
+    "experiment_start": ("experiment",),
+    "experiment_stop": ("experiment",),
 }
 # Maps whose keys and values are names or labels, bounded as strings are. A command's args are not: a pinned
 # baseline's values, as JSON, run to thousands of characters.
@@ -150,6 +152,12 @@ def command_problem(command: str, args: dict[str, str]) -> str | None:
         elif command == "rollback":
             for name in ("value", "threshold"):
                 float(args.get(name) or 0.0)
+        elif command in ("experiment_start", "experiment_stop"):
+            experiment = json.loads(args["experiment"])
+            if not isinstance(experiment, dict) or not all(
+                experiment.get(k) for k in ("name", "task_type", "variants", "status")
+            ):
+                return f"{command}: args experiment must be an Experiment record as JSON"
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         return f"{command}: args do not parse: {exc}"
     return None

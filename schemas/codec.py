@@ -50,6 +50,7 @@ SCHEMA_IDS: dict[str, int] = {
     "AgentControl": 20,
     "Command": 21,
     "Incident": 22,
+    "Experiment": 24,
     "SloReport": 25,
 }
 _NAMES_BY_ID = {v: k for k, v in SCHEMA_IDS.items()}

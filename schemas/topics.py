@@ -45,6 +45,7 @@ TOPICS: dict[str, Topic] = {
         Topic("alerts", "Alert", "fingerprint"),
         Topic("crl.incidents", "Incident", "incident_id"),
         Topic("slo.reports", "SloReport", "slo/agent[/task]"),
+        Topic("crl.experiments", "Experiment", "name", compacted=True),
         Topic("reverify.deadletter", "DeadLetter", "original key"),
     )
 }

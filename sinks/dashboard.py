@@ -9,6 +9,8 @@ section: recent incidents (last 10) with their MTTR, and in the overview the
 median MTTR and the share of incidents recovered without a person (seed
 target: more than 80 %) over 30 days.
 Also ``error_budgets``: each SLO's latest budget and burn rates per agent (``reverify query slo``).
+Then the running A/B experiments (``crl.experiments``; their lift and decision
+are ``reverify experiment status``'s, which the ``reverify dashboard`` command adds).
 
 >>> status_of({"rollbacks_30d": 0, "firing_critical": 0, "firing_alerts": 0})
 'HEALTHY'
@@ -97,6 +99,15 @@ ORDER BY q DESC, n DESC
 
 
 _SLO = (Path(__file__).parent / "queries" / "slo.sql").read_text()
+_EXPERIMENTS = """
+SELECT name, agent_name, task_type, variants, split, metric, started_at FROM (
+    SELECT name, argMax(agent_name, ts) AS agent_name, argMax(task_type, ts) AS task_type,
+           argMax(variants, ts) AS variants, argMax(split, ts) AS split, argMax(metric, ts) AS metric,
+           argMax(started_at, ts) AS started_at, argMax(status, ts) AS status
+    FROM crl_experiments FINAL GROUP BY name
+) WHERE status = 'running'
+ORDER BY started_at DESC
+"""
 
 
 def status_of(overview: dict[str, Any]) -> str:
@@ -121,7 +132,8 @@ def dashboard(client: Client, now: float | None = None) -> dict[str, Any]:
     dict
         ``generated``, ``status``, ``overview`` (dict), ``recent_rollbacks``,
         ``pending_proposals``, ``ready_for_auto_apply``, ``degradation_alerts``,
-        ``recent_incidents``, ``error_budgets`` (lists of dicts).
+        ``recent_incidents``, ``error_budgets``,
+        ``running_experiments`` (lists of dicts).
     """
     now = time.time() if now is None else now
     params = {"d30": int((now - 30 * 86400) * 1000), "d1": int((now - 86400) * 1000)}
@@ -140,4 +152,5 @@ def dashboard(client: Client, now: float | None = None) -> dict[str, Any]:
         "degradation_alerts": firing,
         "recent_incidents": _records(client, _INCIDENTS, params),
         "error_budgets": _records(client, _SLO, {"since_ms": params["d1"], "agent": "", "task": ""}),
+        "running_experiments": _records(client, _EXPERIMENTS, {}),
     }

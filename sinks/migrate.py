@@ -47,6 +47,7 @@ TABLES: dict[str, str] = {
     "crl.incidents": "crl_incidents",
     "slo.reports": "slo_reports",
     "reverify.deadletter": "reverify_deadletter",
+    "crl.experiments": "crl_experiments",
 }
 
 

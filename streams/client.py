@@ -730,7 +730,7 @@ class VariantRouter:
         if bootstrap:
             extra["bootstrap.servers"] = bootstrap
         self._consumer = _consumer(self.settings, None, **extra)
-        followed = ["crl.active", "control.agents"]
+        followed = ["crl.active", "control.agents", "crl.experiments"]
         if self.mode == "thompson":
             followed += ["crl.qvalues", "crl.decisions", "control.rollbacks"]
         self._consumer.subscribe([self.settings.topic(name) for name in followed])
@@ -763,7 +763,9 @@ class VariantRouter:
     ) -> Choice:
         """The variant for one call and its propensity (:class:`processors.routing.Choice`).
 
-        ``unit_id`` names the unit (user, session ...) a call is for; rules that assign units consistently use it.
+        ``unit_id`` names the unit (user, session ...) a call is for: while an experiment runs on the agent/task
+        (``reverify experiment start``) the same unit gets the same variant in every process; pass
+        ``choice.attributes`` with the outcome so that the experiment counts the unit once.
         ``default`` is used while nothing is known of the agent/task. ``candidates``, the variants this process can
         run, lets Thompson routing explore variants that have no outcomes yet (and only those it can run).
         """
@@ -773,7 +775,7 @@ class VariantRouter:
         try:
             with self._lock:
                 return self._state.choose(
-                    agent_name, task_type, now_ms=_now_ms(), default=default, candidates=candidates
+                    agent_name, task_type, unit_id, now_ms=_now_ms(), default=default, candidates=candidates
                 )
         except Exception:  # a bug of ours must not stop the agent: it runs the variant it would have run before
             log.exception("reverify: choosing a variant failed; using the active variant")

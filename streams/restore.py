@@ -7,8 +7,11 @@ is deterministic in its inputs and their event times, so feeding the stored
 inputs through fresh pipelines, in event-time order, gives back the state they
 had. The rebuilt states are written to the ``agents`` table's changelog topic
 (which the worker recovers from as after any restart) and the latest
-``crl.active`` / ``control.agents`` records are republished, so agents
-following :class:`~streams.client.VariantRouter` keep their variant.
+``crl.active`` / ``control.agents`` / ``crl.experiments`` records are
+republished, so agents following :class:`~streams.client.VariantRouter` keep
+their variant and their experiments. Running experiments are handed to the
+rebuilt pipelines too (as the ``experiment_start`` command did), so a rollback
+of one of their variants still stops them.
 
 What the replay emits is dropped: those outputs are already in the history.
 Offsets are not recorded (the new broker's offsets start again at 0).
@@ -22,6 +25,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from reverify.processors.experiments.record import RUNNING
 from reverify.processors.pipeline import AgentPipeline, PipelineConfig
 from reverify.schemas import encode
 from reverify.streams.settings import Settings
@@ -63,6 +67,33 @@ _LATEST = {
             "cause_id",
         ),
         lambda r: r["agent_name"],
+    ),
+    "Experiment": (
+        "crl.experiments",
+        "SELECT argMax(tuple(event_id, toUnixTimestamp64Milli(ts), name, agent_name, task_type, variants, split, metric, "
+        "min_effect, alpha, planned_units, tuning_units, status, toUnixTimestamp64Milli(started_at), "
+        "toUnixTimestamp64Milli(stopped_at), reason, by, cause_id), ts) FROM crl_experiments FINAL GROUP BY name",
+        (
+            "event_id",
+            "ts",
+            "name",
+            "agent_name",
+            "task_type",
+            "variants",
+            "split",
+            "metric",
+            "min_effect",
+            "alpha",
+            "planned_units",
+            "tuning_units",
+            "status",
+            "started_at",
+            "stopped_at",
+            "reason",
+            "by",
+            "cause_id",
+        ),
+        lambda r: r["name"],
     ),
 }
 
@@ -126,8 +157,9 @@ def restore(settings: Settings, progress: Callable[[int], None] | None = None) -
     from reverify.sinks import clickhouse
 
     client = clickhouse.connect(settings.clickhouse)
+    config = PipelineConfig.from_settings(settings)
     try:
-        pipelines = rebuild(client, PipelineConfig.from_settings(settings), progress=progress)
+        pipelines = rebuild(client, config, progress=progress)
         latest = []
         for record_type, (topic, sql, names, key) in _LATEST.items():
             for (values,) in client.query(sql).result_rows:
@@ -136,6 +168,11 @@ def restore(settings: Settings, progress: Callable[[int], None] | None = None) -
                 latest.append((topic, key(record), record_type, record))
     finally:
         client.close()
+    for _topic, _key, record_type, record in latest:
+        if record_type == "Experiment" and record["status"] == RUNNING:
+            agent = record["agent_name"]
+            pipeline = pipelines.setdefault(agent, AgentPipeline(agent, config))
+            pipeline.loop(record["task_type"]).on_experiment({**record, "variants": list(record["variants"])})
     changelog = settings.topic_prefix + CHANGELOG
     admin = AdminClient(settings.kafka_config())
     if changelog not in admin.list_topics(timeout=10).topics:

@@ -1,4 +1,4 @@
-"""``reverify migrate``, ``reverify query`` and ``reverify dashboard``: the history in ClickHouse.
+"""``reverify migrate`` and ``reverify query``: the history in ClickHouse.
 
 While ``reverify up`` runs, it owns the embedded database, so these commands
 ask it over HTTP (``{data_dir}/up.json`` names its pid and web port); otherwise
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from reverify.streams.cli.common import CommandFailed, UserError, console, load_settings, print_table, sink_config
+from reverify.streams.cli.common import CommandFailed, UserError, load_settings, print_table, sink_config
 from reverify.streams.settings import Settings
 
 USER_ERROR = 2
@@ -111,12 +111,8 @@ def run_request(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
         raise (UserError if exc.code == USER_ERROR else CommandFailed)(exc.message) from None
 
 
-def _nested(value: Any) -> bool:
-    return isinstance(value, (dict, list)) or (isinstance(value, str) and value.startswith(("{", "[")))
-
-
 def register(group: click.Group) -> None:
-    """Add ``migrate``, ``query`` and ``dashboard`` to the ``reverify`` command group."""
+    """Add ``migrate`` and ``query`` to the ``reverify`` command group."""
 
     @group.command("migrate")
     @click.option(
@@ -181,32 +177,3 @@ def register(group: click.Group) -> None:
             click.echo(json.dumps({"columns": answer["columns"], "rows": answer["rows"]}))
             return
         print_table(name or "sql", answer["columns"], answer["rows"], empty="(none)")
-
-    @group.command("dashboard")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
-    def dashboard_cmd(as_json: bool) -> None:
-        """The CRL safety dashboard: health, rollbacks, proposals, auto-apply candidates, degradation alerts."""
-        board = run_request(load_settings(), {"name": "dashboard"}).get("dashboard") or {}
-        if as_json:
-            click.echo(json.dumps(board))
-            return
-        console.rule("[bold]CRL SAFETY DASHBOARD")
-        console.print(f"Generated: {board.get('generated')}")
-        overview = board.get("overview", {})
-        colour = {"HEALTHY": "green", "DEGRADED": "yellow", "CRITICAL": "red"}.get(board.get("status", ""), "white")
-        print_table(
-            "System health overview", ["measure", "value"], [[k, v] for k, v in overview.items()], empty="(none)"
-        )
-        console.print(f"System status: [{colour}]{board.get('status')}[/{colour}]")
-        for key, title in (
-            ("recent_rollbacks", "Recent rollbacks (last 10)"),
-            ("pending_proposals", "Pending proposals"),
-            ("ready_for_auto_apply", "High-confidence variants (Q >= 0.9, n >= 10)"),
-            ("degradation_alerts", "Degradation alerts"),
-            ("recent_incidents", "Incidents (last 10): MTTR from the first evidence to the verified recovery"),
-            ("error_budgets", "Error budgets (SLOs)"),
-        ):
-            records = board.get(key) or []
-            # nested evidence (degradation_metrics, supporting_data, labels) is for --json; people get the summary
-            columns = [c for c in records[0] if not _nested(records[0][c])] if records else []
-            print_table(title, columns, [[r[c] for c in columns] for r in records], empty="(none)")

@@ -234,6 +234,24 @@ def sample(name: str, i: int) -> dict[str, Any]:
             "error_type": "DecodeError",
             "worker": "w1",
         },
+        "Experiment": {
+            "name": f"exp{i}",
+            "agent_name": "agent0",
+            "task_type": "t",
+            "variants": ["c", "t"],
+            "split": [0.5, 0.5],
+            "metric": "success_rate",
+            "min_effect": 0.02,
+            "alpha": 0.05,
+            "planned_units": None,
+            "tuning_units": 5000,
+            "status": "stopped",
+            "started_at": NOW - 9000,
+            "stopped_at": NOW - 1000,
+            "reason": "rollback rb-1",
+            "by": "worker",
+            "cause_id": "rb-1",
+        },
     }
     return {**base, **records[name]}
 
