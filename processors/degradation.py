@@ -17,7 +17,7 @@ Bernoulli likelihood ratio on observations in [0, 1] for a fall of their mean
 
 * **success** -- the outcome (1 or 0), for a relative drop ``success_shift``
   (0.25) of the success probability, ``p1 = p0 (1 - 0.25)``, threshold
-  ``success_threshold`` (10.0 nats);
+  10.0 to 11.0 nats by the baseline's success rate (:data:`SUCCESS_THRESHOLD_KNOTS`);
 * **reward** -- the reward itself as a fractional observation, for a relative
   drop ``reward_shift`` (the seed's 15 %) of the mean reward, threshold
   ``reward_threshold`` (12.0);
@@ -74,7 +74,11 @@ longer describes it.
 Thresholds and the fleet budget
 -------------------------------
 The defaults are simulated for 5 false rollbacks per million stationary
-invocations (1 % per 2,000) on binary rewards, the worst case. A CUSUM's false
+invocations (1 % per 2,000) on binary rewards, the worst case, with a margin: the
+success threshold is calibrated per baseline success rate so that a stationary arm
+spends 0.25 % per 2,000 (more where the delay targets bind: 0.4 % from 0.93 to
+0.97, about 0.55-0.65 % from 0.85 to 0.91; :data:`SUCCESS_THRESHOLD_KNOTS`), because a fixed 10 nats spent 0.2 % at p = 0.5 but 0.7-0.9 % at
+p = 0.95 and samples of a few hundred runs then showed cells above 1 %. A CUSUM's false
 alarms per invocation fall as ``exp(-h)``, so :func:`thresholds_for_budget`
 raises all three thresholds by ``log(5 / budget)`` for a budget of ``budget``
 false rollbacks per million invocations (``LearningSettings.fleet_false_rollbacks``,
@@ -88,16 +92,17 @@ beside a Bernoulli CUSUM on success that knows p0 (same shift and threshold):
 =================================================  ==========  ====================  ==================
 scenario (defaults)                                 target      measured              anchor
 =================================================  ==========  ====================  ==================
-false rollbacks per 2,000 stationary invocations    <= 1 %      0.2 % (p = 0.5) to    0.2 % to 0.7 %
-(p in 0.5 ... 0.995, five laws pooled per p)                    0.9 % (p = 0.95)
-median (p95) delay 0.95 -> 0.5 after 1,000          <= 15       14 (25)               13 (23)
-median (p95) delay 0.9 -> 0.7 after 1,000           <= 60       57-61 (133-144)       53-56 (116-122)
-median (p95) delay 0.95 -> 0.5 after 100            <= 25       19-20 (40-44)         13 (23-25)
+false rollbacks per 2,000 stationary invocations    <= 1 %      0.18 % (p = 0.5) to   0.2 % to 0.7 %
+(p in 0.5 ... 0.995, five laws pooled per p)                    0.46 % (p = 0.9)
+median (p95) delay 0.95 -> 0.5 after 1,000          <= 15       14-15 (26)            14 (24-25)
+median (p95) delay 0.9 -> 0.7 after 1,000           <= 60       58-61 (133-144)       53-56 (116-122)
+median (p95) delay 0.95 -> 0.5 after 100            <= 25       21-22 (43-45)         14 (24-25)
 =================================================  ==========  ====================  ==================
 
-Per cell (1,000 runs each, standard error ~0.3 %) the rates run from 0.0 % to 1.3 %, the anchor's on the
-same streams from 0.1 % to 1.1 %: most false rollbacks come from the success channel, which every reward
-law shares, and the law moves the rates by less than that noise. With a known baseline the anchor is a few
+Per cell (1,000 runs each, standard error ~0.2 %) the rates run from 0.0 % to 0.8 %, the anchor's on the
+same streams from 0.1 % to 1.0 %: the false rollbacks come from the success channel, which every reward
+law shares, and the law moves the rates by less than that noise. A 0.9 -> 0.7 median has a standard error
+of ~2 at 1,000 runs (57 on 8,000 runs of the success channel). With a known baseline the anchor is a few
 invocations faster: that is the price of learning ``p0`` from 100 or 1,000 invocations.
 
 Examples
@@ -140,7 +145,14 @@ from typing import Any
 import numpy as np
 from reverify.processors.base import pack_array, unpack_array
 
-__all__ = ["DegradationAlarm", "DegradationDetector", "format_reason", "thresholds_for_budget"]
+__all__ = [
+    "DegradationAlarm",
+    "DegradationDetector",
+    "budget_nats",
+    "format_reason",
+    "success_threshold_at",
+    "thresholds_for_budget",
+]
 
 REFERENCE_BUDGET = 5.0
 """False rollbacks per million stationary invocations the default thresholds are simulated for (1 % per 2,000)."""
@@ -148,20 +160,73 @@ SUCCESS_THRESHOLD = 10.0
 REWARD_THRESHOLD = 12.0
 ERROR_THRESHOLD = 13.0
 
+#: The success CUSUM's threshold (nats) by the baseline's success rate, at the reference budget: the ``h`` at
+#: which a stationary arm raises 0.25 % false rollbacks per 2,000 invocations (a quarter of the budget's 1 %, so
+#: that samples of a few hundred runs stay below 1 % too), never below :data:`SUCCESS_THRESHOLD`. Where issue 15's
+#: delay targets bind it spends more: 0.4 % from 0.93 to 0.97 (0.95 -> 0.5), 0.55 % at 0.91, and from 0.85 to 0.9
+#: the reference 10 nats (about 0.55-0.65 %), because there each 0.1 nat costs a 0.9 -> 0.7 fall about one
+#: invocation of median delay and its target (60) leaves none to spare. Simulated on binary observations by
+#: ``tests/quality/rollback_calibration.py`` (40,000 runs per knot); linear between knots. A Bernoulli CUSUM's
+#: false-alarm rate at a fixed ``h`` moves with ``p0`` (its steps and overshoot do): for ``h = 10``, 0.18 % at
+#: 0.5, 0.66 % at 0.9, 0.71 % at 0.95, 0.15 % at 0.999.
+SUCCESS_THRESHOLD_KNOTS: tuple[tuple[float, float], ...] = (
+    (0.0, 10.0),
+    (0.5, 10.0),
+    (0.6, 10.3),
+    (0.7, 10.35),
+    (0.75, 10.65),
+    (0.8, 10.65),
+    (0.85, 10.0),
+    (0.9, 10.0),
+    (0.91, 10.25),
+    (0.93, 10.6),
+    (0.96, 10.6),
+    (0.97, 10.5),
+    (0.98, 11.0),
+    (0.99, 10.6),
+    (0.995, 10.45),
+    (0.999, 10.0),
+    (1.0, 10.0),
+)
 
-def thresholds_for_budget(false_rollbacks_per_million: float) -> tuple[float, float, float]:
-    """The (success, reward, errors) thresholds that spend ``false_rollbacks_per_million`` stationary invocations.
+
+def success_threshold_at(p0: float, extra: float = 0.0) -> float:
+    """The success CUSUM's threshold for a baseline success rate ``p0``, plus ``extra`` nats of budget.
+
+    >>> success_threshold_at(0.5), success_threshold_at(0.96), round(success_threshold_at(0.91), 3)
+    (10.0, 10.6, 10.25)
+    """
+    knots = SUCCESS_THRESHOLD_KNOTS
+    for (x0, h0), (x1, h1) in zip(knots, knots[1:], strict=False):
+        if p0 <= x1:
+            return extra + h0 + (h1 - h0) * (max(p0, x0) - x0) / (x1 - x0)
+    return extra + knots[-1][1]
+
+
+def budget_nats(false_rollbacks_per_million: float) -> float:
+    """Nats added to every threshold for a budget of ``false_rollbacks_per_million`` (0 at the reference).
 
     A CUSUM's false alarms per invocation fall as ``exp(-h)`` (its average run length grows as ``exp(h)``:
     Lorden 1971, Siegmund 1985), so a budget ``k`` times smaller costs ``log k`` nats on every channel.
 
-    >>> [round(h, 2) for h in thresholds_for_budget(0.05)]
-    [14.61, 16.61, 17.61]
+    >>> round(budget_nats(0.05), 2)
+    4.61
     """
     if not false_rollbacks_per_million > 0:
         raise ValueError(f"fleet_false_rollbacks = {false_rollbacks_per_million} must be > 0")
-    extra = math.log(REFERENCE_BUDGET / false_rollbacks_per_million)
-    return SUCCESS_THRESHOLD + extra, REWARD_THRESHOLD + extra, ERROR_THRESHOLD + extra
+    return math.log(REFERENCE_BUDGET / false_rollbacks_per_million)
+
+
+def thresholds_for_budget(false_rollbacks_per_million: float) -> tuple[float, float, float]:
+    """The (budget nats, reward, errors) thresholds that spend ``false_rollbacks_per_million`` invocations.
+
+    The success threshold is :func:`success_threshold_at` the arm's baseline plus the budget nats.
+
+    >>> [round(h, 2) for h in thresholds_for_budget(0.05)]
+    [4.61, 16.61, 17.61]
+    """
+    extra = budget_nats(false_rollbacks_per_million)
+    return extra, REWARD_THRESHOLD + extra, ERROR_THRESHOLD + extra
 
 
 @dataclass(slots=True)
@@ -301,7 +366,10 @@ class DegradationDetector:
     success_shift
         Relative fall of the success probability the success CUSUM is tuned to.
     success_threshold
-        Alarm threshold of the success CUSUM (log-likelihood ratio, nats).
+        Alarm threshold of the success CUSUM (log-likelihood ratio, nats); None (the default): calibrated for
+        the baseline's success rate (:func:`success_threshold_at`) plus ``threshold_nats``.
+    threshold_nats
+        Nats of the fleet budget added to the calibrated success threshold (:func:`budget_nats`).
     error_shift, error_threshold
         Absolute rise of the error fraction, and the threshold, of the error CUSUM.
     reward_shift, reward_threshold
@@ -313,7 +381,8 @@ class DegradationDetector:
     """
 
     success_shift: float = 0.25
-    success_threshold: float = SUCCESS_THRESHOLD
+    success_threshold: float | None = None
+    threshold_nats: float = 0.0
     error_shift: float = 0.10
     error_threshold: float = ERROR_THRESHOLD
     reward_shift: float = 0.15
@@ -341,6 +410,13 @@ class DegradationDetector:
     def baseline_n(self) -> int:
         """Settled outcomes in the baseline."""
         return self._success.baseline_n
+
+    def success_limit(self) -> float:
+        """The success CUSUM's threshold now: the set one, or the calibration's for the current baseline."""
+        if self.success_threshold is not None:
+            return self.success_threshold
+        a, b = 1.0 + self._success.good, 1.0 + self._success.bad
+        return success_threshold_at(a / (a + b), self.threshold_nats)
 
     @property
     def armed(self) -> bool:
@@ -371,8 +447,11 @@ class DegradationDetector:
             self._errors.commit()
             self._reward.commit()
             return None
-        if s > self.success_threshold:
-            return self._fire("success", s, self.success_threshold)
+        # Every calibrated threshold is >= SUCCESS_THRESHOLD + threshold_nats: most looks stop at that test.
+        if s > SUCCESS_THRESHOLD + self.threshold_nats or self.success_threshold is not None:
+            limit = self.success_limit()
+            if s > limit:
+                return self._fire("success", s, limit)
         if r > self.reward_threshold:
             return self._fire("reward", r, self.reward_threshold)
         if e > self.error_threshold:
@@ -432,7 +511,7 @@ class DegradationDetector:
             "sample_size": float(recent_n),
             "baseline_size": float(base_n),
             "statistic": max(stats.values()),
-            "threshold": self.success_threshold,
+            "threshold": self.success_limit(),
         }
 
     def window_breached(

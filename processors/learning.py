@@ -103,8 +103,8 @@ class LearningSettings:
     ``success_threshold``, ``reward_threshold`` and ``error_threshold`` are derived from it
     (:func:`processors.degradation.thresholds_for_budget`) unless set.
 
-    >>> round(LearningSettings(fleet_false_rollbacks=0.05).detector_params()["success_threshold"], 2)
-    14.61
+    >>> round(LearningSettings(fleet_false_rollbacks=0.05).detector_params()["threshold_nats"], 2)
+    4.61
     """
 
     alpha: float = 0.1
@@ -142,10 +142,11 @@ class LearningSettings:
 
     def detector_params(self) -> dict[str, Any]:
         """The :class:`DegradationDetector` parameters: thresholds from ``fleet_false_rollbacks`` unless set."""
-        success, reward, errors = thresholds_for_budget(self.fleet_false_rollbacks)
+        extra, reward, errors = thresholds_for_budget(self.fleet_false_rollbacks)
         return {
             "success_shift": self.success_shift,
-            "success_threshold": success if self.success_threshold is None else self.success_threshold,
+            "success_threshold": self.success_threshold,
+            "threshold_nats": extra,
             "error_shift": self.error_shift,
             "error_threshold": errors if self.error_threshold is None else self.error_threshold,
             "reward_shift": self.reward_shift,

@@ -13,8 +13,8 @@ and 30 % of failures also report an AgentError naming the variant. The rule unde
   for 0.95 -> 0.5 and 0.9 -> 0.7 after 1,000 healthy invocations and 0.95 -> 0.5 after 100;
 
 each beside the anchor on the same streams: a Bernoulli CUSUM on success alone that knows the true baseline
-rate p0, tuned to the same 25 % relative drop, with the success threshold (what a CUSUM can do at best when
-nothing has to be learned).
+rate p0, tuned to the same 25 % relative drop, with the success threshold calibrated for p0 (what a CUSUM can do
+at best when nothing has to be learned).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from reverify.processors.degradation import DegradationDetector
+from reverify.processors.degradation import DegradationDetector, success_threshold_at
 from reverify.processors.learning import LearningSettings
 
 P_GRID = (0.5, 0.7, 0.9, 0.95, 0.99, 0.995)
@@ -124,14 +124,14 @@ def cell_seed(*key: object) -> int:
 def false_alarm_grid(runs: int, budget: float | None = None) -> dict[tuple[str, float], tuple[float, float]]:
     """(law, p) -> (false rollbacks of the detector, of the anchor) per 2,000 stationary invocations."""
     make = detector_factory(budget)
-    threshold = make().success_threshold
+    extra = make().threshold_nats
     out = {}
     for law in LAWS:
         for p in P_GRID:
             ok, reward, err = streams(law, p, p, HORIZON, HORIZON, runs, cell_seed(law, p, budget))
             out[law, p] = (
                 false_rate(first_alarms(ok, reward, err, make)),
-                false_rate(anchor_first_alarms(ok, p, threshold)),
+                false_rate(anchor_first_alarms(ok, p, success_threshold_at(p, extra))),
             )
     return out
 
@@ -141,13 +141,13 @@ def delay_grid(
 ) -> dict[tuple[str, int], tuple[list[int], int, list[int]]]:
     """(law, scenario index) -> (delays, early alarms, anchor delays) over the CHANGES scenarios."""
     make = detector_factory(budget)
-    threshold = make().success_threshold
+    extra = make().threshold_nats
     out = {}
     for law in laws:
         for i, (before, after, change) in enumerate(CHANGES):
             ok, reward, err = streams(law, before, after, change, change + 1_000, runs, cell_seed(law, i))
             got, early = delays(first_alarms(ok, reward, err, make), change)
-            anchor, _ = delays(anchor_first_alarms(ok, before, threshold), change)
+            anchor, _ = delays(anchor_first_alarms(ok, before, success_threshold_at(before, extra)), change)
             out[law, i] = (got, early, anchor)
     return out
 
@@ -214,10 +214,10 @@ def fleet_table(runs: int) -> None:
     """What a fleet of n arms gets: at the default budget, and at one false rollback per fleet per 2,000
     invocations of each arm (a budget of 500 / n per million), with the delays that threshold costs."""
     print("\nfleet of n arms, 2,000 stationary invocations each (continuous rewards for the delays)")
-    print(f"{'n arms':>8s} {'default: false/fleet':>21s} {'budget for 1/fleet':>19s} {'h success':>10s}  medians")
+    print(f"{'n arms':>8s} {'default: false/fleet':>21s} {'budget for 1/fleet':>19s} {'h at 0.9':>10s}  medians")
     for n in (10, 1_000, 100_000):
         budget = 1e6 / (HORIZON * n)
-        h = detector_factory(budget)().success_threshold
+        h = success_threshold_at(0.9, detector_factory(budget)().threshold_nats)
         table = delay_grid(runs, ("continuous",), budget)
         medians = ", ".join(f"{statistics.median(table['continuous', i][0]):.0f}" for i in range(len(CHANGES)))
         default_total = LearningSettings().fleet_false_rollbacks * HORIZON * n / 1e6

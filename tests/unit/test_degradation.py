@@ -11,17 +11,20 @@ import numpy as np
 import pytest
 from reverify.processors.degradation import (
     REFERENCE_BUDGET,
+    SUCCESS_THRESHOLD_KNOTS,
     DegradationDetector,
     _BernoulliChannel,
     format_reason,
+    success_threshold_at,
     thresholds_for_budget,
 )
 from reverify.processors.learning import LearningSettings
 
+from tests.quality import rollback_calibration as calibration
 from tests.quality import rollback_grid as grid
 
 FAST_RUNS = 40  # per cell of the false-alarm grid here; tests/quality/rollback_grid.py runs 400
-DELAY_RUNS = 200
+DELAY_RUNS = 600
 
 
 def _invoke(det: DegradationDetector, rng: random.Random, p: float) -> bool:
@@ -72,7 +75,7 @@ def test_no_alarm_during_warm_up_and_reset_after_alarm() -> None:
         if alarm:
             break
     assert alarm is not None and alarm.channel == "success"
-    assert alarm.statistic > alarm.threshold == det.success_threshold
+    assert alarm.statistic > alarm.threshold >= 10.0
     assert alarm.metrics["statistic"] == alarm.statistic
     assert det.baseline_n == 0 and not det.armed  # the old baseline no longer describes the arm
 
@@ -167,16 +170,30 @@ def test_state_of_the_gaussian_reward_channel_still_loads() -> None:
 
 def test_the_fleet_budget_sets_every_threshold() -> None:
     default = LearningSettings().detector_params()
-    assert (default["success_threshold"], default["reward_threshold"], default["error_threshold"]) == (
+    assert (default["threshold_nats"], default["reward_threshold"], default["error_threshold"]) == (
         thresholds_for_budget(REFERENCE_BUDGET)
     )
-    assert default["success_threshold"] == DegradationDetector().success_threshold
+    assert default["threshold_nats"] == 0.0 and default["success_threshold"] is None  # calibrated by baseline
     tight = LearningSettings(fleet_false_rollbacks=REFERENCE_BUDGET / 1000).detector_params()
-    assert tight["success_threshold"] == pytest.approx(default["success_threshold"] + math.log(1000))
+    assert tight["threshold_nats"] == pytest.approx(math.log(1000))
     assert tight["error_threshold"] == pytest.approx(default["error_threshold"] + math.log(1000))
+    det = DegradationDetector(**tight)
+    for i in range(200):
+        det.update(i % 10 != 0, 0.9)
+    assert det.success_limit() == pytest.approx(success_threshold_at(det._success.baseline_mean, math.log(1000)), 0.01)
     assert LearningSettings(success_threshold=8.0).detector_params()["success_threshold"] == 8.0  # explicit wins
+    assert DegradationDetector(success_threshold=8.0).success_limit() == 8.0
     with pytest.raises(ValueError, match="fleet_false_rollbacks"):
         LearningSettings(fleet_false_rollbacks=0.0)
+
+
+@pytest.mark.slow
+def test_the_threshold_table_matches_a_fresh_simulation() -> None:
+    """Two knots of SUCCESS_THRESHOLD_KNOTS against tests/quality/rollback_calibration.py's simulation."""
+    table = dict(SUCCESS_THRESHOLD_KNOTS)
+    for p in (0.91, 0.96):
+        fresh = calibration.knot(p, runs=8_000)
+        assert abs(fresh - table[p]) <= 0.35, (p, fresh, table[p])  # 8,000 runs: ~32 alarms at 0.4 %
 
 
 @pytest.mark.slow
