@@ -188,6 +188,11 @@ class LearningLoop:
         self.last_rollback: dict[str, int] = {}  # "a|b" (sorted pair) -> ts of the last rollback between them
         self.promoted_at: dict[str, int] = {}  # variant -> arm.n when it became active
         self.held: dict[str, tuple[int, str]] = {}  # variant -> (ts, event_id) of its latest unpublished update
+        # Delayed outcomes (processors.feedback): per variant, outcomes awaiting feedback and outcomes counted by the
+        # feedback timeout's default; what a timeout counts as here (reported with the Q-values).
+        self.pending: dict[str, int] = {}
+        self.timeouts: dict[str, int] = {}
+        self.timeout_default = ""
         self.offsets = {kind: AppliedOffsets() for kind in _INPUT_KINDS}
         # Firing rollback alerts of this agent/task by fingerprint, until they resolve (module docstring): what
         # the resolved Alert repeats (title, labels, starts_at), the variant active since the alarm ("watch")
@@ -285,6 +290,9 @@ class LearningLoop:
             "source_event_id": cause,
             "successes": arm.evidence[0],
             "failures": arm.evidence[1],
+            "pending": self.pending.get(variant, 0),
+            "timeouts": self.timeouts.get(variant, 0),
+            "timeout_default": self.timeout_default,
         }
         return Emission("crl.qvalues", f"{self._key()}/{variant}", "QValue", value)
 
@@ -306,7 +314,9 @@ class LearningLoop:
         cooled = decision == AUTO_APPLY and challenger and self._in_cooldown(self.active, variant, ts)  # type: ignore[arg-type]
         snips = arm.snips if challenger and arm.ips_n >= s.approval_n else None
         off_policy_low = decision == AUTO_APPLY and not cooled and snips is not None and snips < s.auto_apply_q - 1e-9
-        if cooled or off_policy_low:
+        pending = self.pending.get(variant, 0)
+        awaited = decision == AUTO_APPLY and challenger and pending > arm.n  # most of its outcomes still unknown
+        if cooled or off_policy_low or awaited:
             decision = HUMAN_APPROVAL
         previous = self.decisions.get(variant)
         if decision == previous:
@@ -330,6 +340,10 @@ class LearningLoop:
             reasoning += f", but its off-policy value {snips:.3f} < {s.auto_apply_q:g}: needs human approval"
         if snips is not None:
             reasoning += f" (SNIPS value {snips:.3f} over {arm.ips_n} routed outcomes, ESS {arm.ips_ess:.0f})"
+        if pending:
+            reasoning += f"; {pending} of its {pending + arm.n} outcomes await feedback"
+            if awaited:
+                reasoning += ": most are unknown, so it is not promoted automatically (needs human approval)"
         self.decisions[variant] = decision
         out = [
             Emission(
@@ -596,6 +610,27 @@ class LearningLoop:
         out += self._decide(variant, ts, cause)
         return out
 
+    def on_awaiting(self, event: dict[str, Any], timeout_default: str) -> list[Emission]:
+        """An outcome published awaiting feedback: its arm counts it as pending (published with the Q-value) until
+        :meth:`on_judgment`. The replay guard is the feedback join's, which calls this once per outcome."""
+        variant = event["variant_id"]
+        self._arm(variant)
+        self.pending[variant] = self.pending.get(variant, 0) + 1
+        self.timeout_default = timeout_default
+        return self._qvalue(variant, int(event["ts"]), event["event_id"])
+
+    def on_judgment(self, event: dict[str, Any], offset: tuple[Any, ...] | None, counts: bool) -> list[Emission]:
+        """A pending outcome judged (:class:`processors.feedback.Judgment`): ``event`` is the outcome with its
+        result, applied like any outcome when it ``counts``; a timeout is counted in ``timeouts``."""
+        variant = event["variant_id"]
+        self._arm(variant)
+        self.pending[variant] = max(0, self.pending.get(variant, 0) - 1)
+        if event.get("timed_out"):
+            self.timeouts[variant] = self.timeouts.get(variant, 0) + 1
+        if counts:
+            return self.on_outcome(event, offset)
+        return self._qvalue(variant, int(event["ts"]), event["event_id"])
+
     def on_error(self, event: dict[str, Any], offset: tuple[Any, ...] | None = None) -> list[Emission]:
         """Apply one ``AgentError``; pipeline errors and errors naming no variant never count."""
         if self.offsets["errors"].replayed(offset) or event.get("pipeline") or not event.get("variant_id"):
@@ -661,6 +696,9 @@ class LearningLoop:
             "open_alerts": {fp: dict(info) for fp, info in self.open_alerts.items()},
             "reopened_at": self.reopened_at,
             "experiments": {name: dict(e) for name, e in self.experiments.items()},
+            "pending": dict(self.pending),
+            "timeouts": dict(self.timeouts),
+            "timeout_default": self.timeout_default,
         }
 
     @classmethod
@@ -687,6 +725,10 @@ class LearningLoop:
         loop.open_alerts = {fp: dict(info) for fp, info in data.get("open_alerts", {}).items()}
         loop.reopened_at = data.get("reopened_at")  # absent from state written before exploration reopened
         loop.experiments = {name: dict(e) for name, e in data.get("experiments", {}).items()}  # absent before them
+        # Absent from state written before delayed outcomes.
+        loop.pending = {k: int(v) for k, v in data.get("pending", {}).items()}
+        loop.timeouts = {k: int(v) for k, v in data.get("timeouts", {}).items()}
+        loop.timeout_default = str(data.get("timeout_default", ""))
         return loop
 
 

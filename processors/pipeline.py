@@ -34,8 +34,10 @@ from reverify.processors.assurance import AssuranceCase, AssuranceEvaluator, par
 from reverify.processors.base import Emission
 from reverify.processors.drift import DriftProcessor, DriftSettings, feed_fetch
 from reverify.processors.errors import ErrorMonitor, ErrorSettings
+from reverify.processors.feedback import FeedbackJoin, FeedbackSettings, Judgment
 from reverify.processors.incidents import IncidentSettings, IncidentTracker
 from reverify.processors.learning import LearningLoop, LearningSettings
+from reverify.processors.models import ModelMonitor, ModelSettings, prediction_feature
 from reverify.processors.slo import Slo, SloEvaluator, SloSettings, parse_slos
 
 
@@ -52,6 +54,8 @@ class PipelineConfig:
     version: str = ""
     slo: SloSettings = field(default_factory=SloSettings)
     slos: tuple[Slo, ...] = ()
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
     # the drift series every pipeline of this config (one worker's) has seen: how a fleet budget is split
 
     @classmethod
@@ -72,9 +76,27 @@ class PipelineConfig:
             parts.append(asdict(incidents))
         if slos:  # configurations without SLOs keep the version they had
             parts += [asdict(slo), [s.to_dict() for s in slos]]
+        feedback = settings.section("feedback", FeedbackSettings)
+        models = settings.section("models", ModelSettings)
+        if feedback != FeedbackSettings() or feedback.overrides:  # the version of a config without them is unchanged
+            parts.append(asdict(feedback))
+        if models != ModelSettings():
+            parts.append(asdict(models))
         text = json.dumps(parts, sort_keys=True, default=str)
         version = hashlib.sha256(text.encode()).hexdigest()[:12]
-        return cls(learning, drift, alerting, errors, cases, incidents, version, slo=slo, slos=slos)
+        return cls(
+            learning,
+            drift,
+            alerting,
+            errors,
+            cases,
+            incidents,
+            version,
+            slo=slo,
+            slos=slos,
+            feedback=feedback,
+            models=models,
+        )
 
 
 class AgentPipeline:
@@ -90,6 +112,8 @@ class AgentPipeline:
         self.assurance = AssuranceEvaluator(config.cases, self.alerts, config.version)
         self.incidents = IncidentTracker(config.incidents, self.alerts, config.version)
         self.slos = SloEvaluator(config.slos, self.alerts, config.version, config.slo)
+        self.join = FeedbackJoin(config.feedback)
+        self.models = ModelMonitor(config.models, self.alerts)
 
     # What the incident tracker asks of the other processors (processors.incidents.Context).
     def failing_since(self, agent: str, component: str) -> int | None:
@@ -160,6 +184,8 @@ class AgentPipeline:
             loops = [self.loops[task]] if task in self.loops else list(self.loops.values())
             out = [e for loop in loops for e in loop.on_approval(record, offset)]
             out += self._follow(out)  # an approval may resolve a rollback alert: its inhibition ends
+        elif record_type == "AgentFeedback":
+            out = self._feedback(record, offset)
         elif record_type == "Command":
             out = self.on_command(record)
         else:
@@ -171,14 +197,16 @@ class AgentPipeline:
         many were taken and the one that stopped. Drift neither reads nor is read by the other processors and emits
         nothing before a look, so each outcome's emissions are :meth:`on_event`'s."""
         records, offsets = [x[1] for x in run], [x[2] for x in run]
-        loop, done = self.loop, 0
+        if any(r.get("awaiting_feedback") for r in records):
+            records = [_unjudged(r) if r.get("awaiting_feedback") else r for r in records]  # no reward to watch yet
+        learn, done = self._learn, 0
         while done < len(run):
             fed, pushed, due = self.drift.feed(records[done:], offsets[done:])
             for _, record, offset in run[done : done + fed - 1]:
-                emit(self._end_outcome(record, offset, loop(record["task_type"]).on_outcome(record, offset)))
+                emit(self._end_outcome(record, offset, learn(record, offset)))
             done += fed
             _, record, offset = run[done - 1]
-            out = loop(record["task_type"]).on_outcome(record, offset) + pushed
+            out = learn(record, offset) + pushed
             if due:
                 return done, _Stopped(record, offset, out, due)
             emit(self._end_outcome(record, offset, out))
@@ -190,12 +218,52 @@ class AgentPipeline:
         return self._end_outcome(stopped.record, stopped.offset, out)
 
     def _end_outcome(self, record: dict[str, Any], offset: tuple[int, int], out: list[Emission]) -> list[Emission]:
+        if type(record.get("prediction")) is float:  # the model monitor's drift series of its scores
+            out += self.drift.on_metric(_prediction_metric(record), ("prediction", *offset) if offset else None)
         out += self.errors.on_outcome(record, offset)
         out += self._follow(out)
         out += self.assurance.on_outcome(record, offset)
         out += self.incidents.on_outcome(record, offset)
         out += self.slos.on_outcome(record, offset)
+        if not record.get("awaiting_feedback"):  # the cases take an awaited outcome with its result (_judged)
+            out += self.assurance.on_outcome(record, offset)
         return self._act(out)
+
+    def _learn(self, record: dict[str, Any], offset: tuple[int, int]) -> list[Emission]:
+        """The learning loop's part of an outcome; one awaiting feedback goes to the join first."""
+        if not record.get("awaiting_feedback"):
+            return self.loop(record["task_type"]).on_outcome(record, offset)
+        out = self._judged(*self.join.advance(int(record["ts"])))
+        new, judgments = self.join.on_outcome(record, offset)
+        if new:
+            default = self.join.rule(self.agent_name, record["task_type"]).default
+            out += self.loop(record["task_type"]).on_awaiting(record, default)
+        return out + self._judged(judgments, [])
+
+    def _feedback(self, record: dict[str, Any], offset: tuple[int, int]) -> list[Emission]:
+        """An ``AgentFeedback``: the outcomes it (and the time it brings) judges, or its dead letter."""
+        out = self._judged(*self.join.advance(int(record["ts"])))
+        return out + self._judged(*self.join.on_feedback(record, offset))
+
+    def _judged(self, judgments: list[Judgment], dead: list[Emission]) -> list[Emission]:
+        """Apply judged outcomes as the outcomes they would have been had their result been known at once: the arm
+        (Q-value, success, reward, degradation test), the reward's drift series and the assurance cases."""
+        out = list(dead)
+        for judgment in judgments:
+            record = judgment.record()
+            position = judgment.position
+            emitted = self.loop(record["task_type"]).on_judgment(record, position, judgment.counts)
+            if judgment.label is not None and record.get("prediction") is not None:
+                emitted += self.models.observe(
+                    self.agent_name, record.get("model_version"), record["prediction"], judgment.label, judgment.ts,
+                    judgment.cause,
+                )  # fmt: skip
+            if judgment.counts:
+                emitted += self.drift.on_outcome(_reward_only(record), position)
+                emitted += self._follow(emitted)
+                emitted += self.assurance.on_outcome(record, position)
+            out += self._act(emitted)
+        return out
 
     def _follow(self, emitted: list[Emission]) -> list[Emission]:
         """Feed what the learning loop and drift monitor emitted to the cases and the alert manager."""
@@ -209,6 +277,10 @@ class AgentPipeline:
                 out += self.assurance.on_drift(e.value)
                 if e.value.get("alarm") and self.config.learning.reopen_on_drift:
                     out += self._reopen(e.value)
+                if e.value["feature"].startswith("prediction"):
+                    self.models.note_drift(self.agent_name, e.value["feature"].partition(":")[2], e.value)
+            elif e.record_type == "ModelReport":
+                out += self.assurance.on_model(e.value)
             elif e.record_type == "Alert" and e.value["source"] == "rollback":
                 out += self.alerts.note_alert(e.value)
         return out
@@ -287,6 +359,8 @@ class AgentPipeline:
             "assurance": self.assurance.to_dict(),
             "incidents": self.incidents.to_dict(),
             "slo": self.slos.to_dict(),
+            "feedback": self.join.to_dict(),
+            "models": self.models.to_dict(),
         }
 
     @classmethod
@@ -300,11 +374,42 @@ class AgentPipeline:
         # absent from state written before incidents: none open
         p.incidents = IncidentTracker.from_dict(data.get("incidents", {}), config.incidents, p.alerts, config.version)
         p.slos = SloEvaluator.from_dict(data.get("slo", {}), config.slos, p.alerts, config.version, config.slo)
+        if "feedback" in data:  # absent from state written before delayed outcomes
+            p.join = FeedbackJoin.from_dict(data["feedback"], config.feedback)
+        p.models = ModelMonitor.from_dict(data.get("models", {}), config.models, p.alerts)
         return p
 
 
 Input = tuple[str, dict[str, Any], tuple[int, int]]
 """``(record type, record, (partition, offset))`` of one decoded input."""
+
+
+def _unjudged(record: dict[str, Any]) -> dict[str, Any]:
+    """An outcome awaiting feedback as the drift monitor takes it: its reward is a placeholder, not a value."""
+    return {**record, "reward": None}
+
+
+def _prediction_metric(record: dict[str, Any]) -> dict[str, Any]:
+    """An outcome's score as the drift monitor's series ``prediction:MODEL_VERSION`` takes it."""
+    return {
+        "agent_name": record["agent_name"],
+        "name": prediction_feature(record.get("model_version")),
+        "value": record["prediction"],
+        "ts": record["ts"],
+        "variant_id": None,
+    }
+
+
+def _reward_only(record: dict[str, Any]) -> dict[str, Any]:
+    """A judged outcome as the drift monitor takes it: the reward alone (the rest was watched when it arrived)."""
+    return {
+        "agent_name": record["agent_name"],
+        "variant_id": record["variant_id"],
+        "ts": record["ts"],
+        "reward": record["reward"],
+        "features": {},
+        "attributes": {},
+    }
 
 
 @dataclass

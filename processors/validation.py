@@ -31,6 +31,7 @@ _REQUIRED_NAMES = {
     "AgentOutcome": ("agent_name", "task_type", "variant_id"),
     "AgentError": ("agent_name", "component", "error_type"),
     "AgentMetric": ("agent_name", "name"),
+    "AgentFeedback": ("agent_name", "outcome_id"),
     "Approval": ("proposal_id",),
     "Command": ("command",),
 }
@@ -51,6 +52,7 @@ _MAPS = ("features", "attributes")
 _NUMBERS = {
     "AgentOutcome": OUTCOME_NUMBERS,
     "AgentMetric": ("value",),
+    "AgentFeedback": ("reward",),
 }
 
 
@@ -77,6 +79,7 @@ def check_input(record_type: str, record: dict[str, Any], encoded_size: int | No
         tokens_in, tokens_out = record.get("tokens_in"), record.get("tokens_out")
         features = sum(record["features"].values())
         propensity = record.get("propensity")
+        prediction = record.get("prediction")
         if (
             record.get("agent_name")
             and record.get("task_type")
@@ -88,6 +91,7 @@ def check_input(record_type: str, record: dict[str, Any], encoded_size: int | No
             and (tokens_out is None or tokens_out >= 0)
             and features - features == 0.0
             and (propensity is None or 0.0 < propensity <= 1.0)
+            and (prediction is None or type(prediction) is str or prediction - prediction == 0.0)
         ):
             return None
     for field in _REQUIRED_NAMES.get(record_type, ()):
@@ -105,6 +109,12 @@ def check_input(record_type: str, record: dict[str, Any], encoded_size: int | No
         value = record.get(field)
         if value is not None and value < 0:
             return f"{field} = {value} is negative"
+    if record_type in ("AgentOutcome", "AgentFeedback") and not 0.0 <= record["reward"] <= 1.0:
+        return f"reward = {record['reward']} is outside [0, 1]"
+    for field in ("prediction", "label"):
+        value = record.get(field)
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{field} = {value} is not a finite number"
     if record_type == "AgentOutcome":
         if not 0.0 <= record["reward"] <= 1.0:
             return f"reward = {record['reward']} is outside [0, 1]"

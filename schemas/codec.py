@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 from collections.abc import Callable, Sequence
 from functools import cache, partial
@@ -31,12 +32,14 @@ except ImportError:  # a pure-Python fastavro, whose write_data takes an encoder
 SCHEMA_DIR = Path(__file__).parent
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
+_OBJECT_REPR = re.compile(r" from <[^>]* at 0x[0-9a-f]+>")
 
 #: Fixed schema ids used without a Schema Registry. Append only: an id is never reused.
 SCHEMA_IDS: dict[str, int] = {
     "AgentOutcome": 1,
     "AgentError": 2,
     "AgentMetric": 3,
+    "AgentFeedback": 4,
     "QValue": 10,
     "VariantDecision": 11,
     "ActiveVariant": 12,
@@ -52,6 +55,7 @@ SCHEMA_IDS: dict[str, int] = {
     "Incident": 22,
     "Experiment": 24,
     "SloReport": 25,
+    "ModelReport": 23,
 }
 _NAMES_BY_ID = {v: k for k, v in SCHEMA_IDS.items()}
 
@@ -185,7 +189,12 @@ def decode(data: bytes | None) -> tuple[str, dict[str, Any]]:
     try:
         record = fastavro.schemaless_reader(body, _parsed_for_reading(name), None)
     except (EOFError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, OverflowError) as exc:
-        raise DecodeError(f"body does not match schema {name} (id {schema_id}): {type(exc).__name__}: {exc}") from exc
+        # fastavro names the stream object in some messages ("... from <_io.BytesIO object at 0x7f...>"): the
+        # address says nothing to a reader and would differ between two reads of the same bytes
+        detail = _OBJECT_REPR.sub("", str(exc))
+        raise DecodeError(
+            f"body does not match schema {name} (id {schema_id}): {type(exc).__name__}: {detail}"
+        ) from exc
     if body.tell() != len(data):
         raise DecodeError(f"{len(data) - body.tell()} trailing bytes after a {name} body")
     return name, record  # type: ignore[return-value]

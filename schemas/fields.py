@@ -13,11 +13,30 @@ and the CLI all read them here, so that one rule is written once.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from reverify.schemas.codec import load_schema
 
 #: The numbers of an AgentOutcome that are watched for drift (every key of ``features`` is too).
 OUTCOME_NUMBERS = ("reward", "latency_ms", "cost_usd")
+
+#: Fields that hold a number or a class (Avro ``["null", "double", "string"]``), stored in ClickHouse as two
+#: columns, ``NAME`` (Float64) and ``NAME_class`` (String).
+NUMBER_OR_CLASS = ("prediction", "label")
+
+
+def join_number_or_class(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row with each :data:`NUMBER_OR_CLASS` field back in one (its ``_class`` column removed).
+
+    >>> join_number_or_class({"prediction": None, "prediction_class": "spam", "label": 1.0, "label_class": None})
+    {'prediction': 'spam', 'label': 1.0}
+    """
+    for name in NUMBER_OR_CLASS:
+        text = row.pop(f"{name}_class", None)
+        if text is not None:
+            row[name] = text
+    return row
+
 
 #: Durations, costs and token counts: never negative (the SDK raises, the worker dead-letters).
 NON_NEGATIVE: dict[str, tuple[str, ...]] = {"AgentOutcome": ("latency_ms", "cost_usd", "tokens_in", "tokens_out")}

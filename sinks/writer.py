@@ -156,6 +156,7 @@ class _Table:
     topic: str
     columns: list[str]
     converters: list[Callable[[Any], Any] | None]
+    sources: list[str] = field(default_factory=list)  # the record field of each column (its name unless split)
     # the batch as decoded records plus where each came from; columns are built once, at insert time
     records: list[dict[str, Any]] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)
@@ -207,6 +208,24 @@ class _InsertThread:
 def _tuples(value: Any) -> Any:
     # Array(Tuple(...)) columns take tuples; fastavro gives dicts in schema field order
     return [tuple(v.values()) if isinstance(v, dict) else v for v in value or []]
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, float) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# A field that is a number or a class (Avro ["null", "double", "string"]) is stored as two typed columns, so that
+# SQL can average the numbers: column -> (record field, converter).
+_SPLIT_COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "prediction": ("prediction", _number),
+    "prediction_class": ("prediction", _text),
+    "label": ("label", _number),
+    "label_class": ("label", _text),
+}
 
 
 class ClickHouseSink:
@@ -344,8 +363,12 @@ class ClickHouseSink:
             cols = [c for c in columns.get(table, []) if c[0] not in _KAFKA_COLUMNS]
             if not cols:
                 raise RuntimeError(f"table {table} is missing after migration")
-            converters = [_tuples if "Array(Tuple(" in ctype else None for _, ctype in cols]
-            self._tables[table] = _Table(table, topic, [c for c, _ in cols], converters)
+            converters = [
+                _SPLIT_COLUMNS[name][1] if name in _SPLIT_COLUMNS else _tuples if "Array(Tuple(" in ctype else None
+                for name, ctype in cols
+            ]
+            sources = [_SPLIT_COLUMNS[name][0] if name in _SPLIT_COLUMNS else name for name, _ in cols]
+            self._tables[table] = _Table(table, topic, [c for c, _ in cols], converters, sources)
 
     # -- Kafka callbacks -----------------------------------------------------------------------------------------
 
@@ -561,7 +584,9 @@ class ClickHouseSink:
     def _detach(self) -> _Batch:
         """Hand the batch taken so far over (to be stored) and start an empty one."""
         batch = _Batch([t for t in self._tables.values() if t.records], self._skipped_offsets)
-        self._tables = {name: _Table(t.name, t.topic, t.columns, t.converters) for name, t in self._tables.items()}
+        self._tables = {
+            name: _Table(t.name, t.topic, t.columns, t.converters, t.sources) for name, t in self._tables.items()
+        }
         self._pending = 0
         self._oldest = None
         self._skipped_offsets = {}
@@ -673,7 +698,7 @@ class ClickHouseSink:
             partitions = [table.partitions[i] for i in keep]
             offsets = [table.offsets[i] for i in keep]
         columns: list[list[Any]] = []
-        for col, conv in zip(table.columns, table.converters, strict=True):
+        for col, conv in zip(table.sources, table.converters, strict=True):
             values = [r.get(col) for r in records]
             columns.append([conv(v) for v in values] if conv else values)
         columns.append(partitions)

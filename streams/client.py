@@ -154,6 +154,9 @@ def outcome_record(
     ts: Any,
     event_id: Any,
     propensity: Any = None,
+    awaiting_feedback: Any = False,
+    prediction: Any = None,
+    model_version: Any = None,
 ) -> dict[str, Any]:
     """The ``AgentOutcome`` record :meth:`AgentEvents.outcome` publishes, every field checked (arguments as there).
 
@@ -161,12 +164,19 @@ def outcome_record(
 
     >>> outcome_record("a", "t", "v1", True, 1, 0.0, 0.0, None, None, None, None, None, None, 5, "e-1")["reward"]
     1.0
+    >>> r = outcome_record("a", "t", "v1", None, None, 0.0, 0.0, None, None, None, None, None, None, 5, "e-1", None, True)
+    >>> r["awaiting_feedback"], r["success"], r["reward"]
+    (True, False, 0.0)
     """
+    if not isinstance(awaiting_feedback, bool):
+        raise TypeError(f"awaiting_feedback must be a bool, got {type(awaiting_feedback).__name__}")
+    if awaiting_feedback:
+        if success is not None or reward is not None:
+            raise ValueError("an outcome awaiting feedback has no success or reward yet: send them with feedback()")
+        success, reward = False, 0.0  # placeholders (the schema's defaults); the worker waits for the feedback
     if not isinstance(success, bool):
         raise TypeError(f"success must be a bool, got {type(success).__name__}")
-    reward = _number("reward", reward)
-    if not 0.0 <= reward <= 1.0:
-        raise ValueError(f"reward must be within [0, 1], got {reward}")
+    reward = _reward(reward)
     return {
         "event_id": _string("event_id", event_id),
         "ts": _timestamp(ts),
@@ -184,6 +194,54 @@ def outcome_record(
         "trace_id": _string("trace_id", trace_id, required=False),
         "next_state": _string("next_state", next_state, required=False),
         "propensity": _propensity(propensity),
+        "awaiting_feedback": awaiting_feedback,
+        "prediction": _prediction("prediction", prediction),
+        "model_version": _string("model_version", model_version, required=False),
+    }
+
+
+def _reward(value: Any) -> float:
+    reward = _number("reward", value)
+    if not 0.0 <= reward <= 1.0:
+        raise ValueError(f"reward must be within [0, 1], got {reward}")
+    return reward
+
+
+def _prediction(field: str, value: Any) -> float | str | None:
+    """A prediction or a label: a class (str), a score or value (a finite number; a bool is 1.0 or 0.0), or None."""
+    if value is None or isinstance(value, str):
+        return _string(field, value, required=False)
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    return _number(field, value)
+
+
+def feedback_record(
+    outcome_id: Any,
+    agent_name: Any,
+    success: Any,
+    reward: Any,
+    label: Any,
+    attributes: Any,
+    ts: Any,
+    event_id: Any,
+) -> dict[str, Any]:
+    """The ``AgentFeedback`` record :meth:`AgentEvents.feedback` publishes, every field checked.
+
+    >>> feedback_record("o-1", "a", True, 0.5, "spam", None, 5, "f-1")["label"]
+    'spam'
+    """
+    if not isinstance(success, bool):
+        raise TypeError(f"success must be a bool, got {type(success).__name__}")
+    return {
+        "event_id": _string("event_id", event_id),
+        "ts": _timestamp(ts),
+        "agent_name": _string("agent_name", agent_name),
+        "outcome_id": _string("outcome_id", outcome_id),
+        "success": success,
+        "reward": _reward(reward),
+        "label": _prediction("label", label),
+        "attributes": _mapping("attributes", attributes, _string),
     }
 
 
@@ -326,10 +384,12 @@ class AgentEvents:
         self._outcomes = self.settings.topic("agent.outcomes")
         self._errors = self.settings.topic("agent.errors")
         self._metrics = self.settings.topic("agent.metrics")
+        self._feedback = self.settings.topic("agent.feedback")
         # Every ts is checked to be an int before it is encoded.
         self._encode_outcome = encoder("AgentOutcome", int_timestamps=True)
         self._encode_error = encoder("AgentError", int_timestamps=True)
         self._encode_metric = encoder("AgentMetric", int_timestamps=True)
+        self._encode_feedback = encoder("AgentFeedback", int_timestamps=True)
         self._lock = threading.Lock()
         # Event ids: a random 96-bit prefix per client and a counter, in UUID layout. As unique as uuid4
         # across clients, and a tenth of its cost on the caller's thread.
@@ -372,8 +432,8 @@ class AgentEvents:
         agent_name: str,
         task_type: str,
         variant_id: str,
-        success: bool,
-        reward: float,
+        success: bool | None = None,
+        reward: float | None = None,
         latency_ms: float = 0.0,
         cost_usd: float = 0.0,
         tokens_in: int | None = None,
@@ -385,11 +445,17 @@ class AgentEvents:
         ts: int | None = None,
         event_id: str | None = None,
         propensity: float | None = None,
+        awaiting_feedback: bool = False,
+        prediction: float | str | None = None,
+        model_version: str | None = None,
     ) -> str:
         """Record one finished invocation; returns its ``event_id``.
 
         ``propensity``: the probability the variant had of being chosen for this call, as
         :meth:`VariantRouter.choose` returned it (``choice.propensity``); off-policy estimates weigh by it.
+        ``awaiting_feedback=True``: its success and reward are not known yet (leave them out); send them later with
+        :meth:`feedback`, naming the returned id. ``prediction`` (a score or a class) and ``model_version`` feed
+        the model monitor, which compares the prediction with the feedback's ``label``.
         """
         if (
             type(success) is bool
@@ -415,6 +481,9 @@ class AgentEvents:
             and event_id is None
             and (ts is None or type(ts) is int)
             and (propensity is None or (type(propensity) is float and 0.0 < propensity <= 1.0))
+            and not awaiting_feedback
+            and prediction is None
+            and model_version is None
         ):
             # The common call, checked in one expression; anything unusual takes the path that names the field.
             event_id = f"{self._id_prefix}{next(self._ids):012x}"
@@ -435,6 +504,9 @@ class AgentEvents:
                 "trace_id": _NULL,
                 "next_state": _NULL,
                 "propensity": _NULL if propensity is None else ("double", propensity),
+                "awaiting_feedback": False,
+                "prediction": _NULL,
+                "model_version": _NULL,
             }
         else:
             record = outcome_record(
@@ -454,10 +526,33 @@ class AgentEvents:
                 ts,
                 self._event_id(event_id),
                 propensity,
+                awaiting_feedback,
+                prediction,
+                model_version,
             )
             event_id = record["event_id"]
         self._publish(self._outcomes, agent_name, self._encode_outcome(record))
         return event_id
+
+    def feedback(
+        self,
+        outcome_id: str,
+        *,
+        agent_name: str,
+        success: bool,
+        reward: float,
+        label: float | str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        ts: int | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """The late result of the outcome ``outcome_id`` (published with ``awaiting_feedback=True``); ``label`` is
+        the true value its ``prediction`` is judged against. Returns the feedback's own ``event_id``."""
+        record = feedback_record(
+            outcome_id, agent_name, success, reward, label, attributes, ts, self._event_id(event_id)
+        )
+        self._publish(self._feedback, agent_name, self._encode_feedback(record))
+        return record["event_id"]
 
     def error(
         self,

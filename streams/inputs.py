@@ -26,12 +26,13 @@ from reverify.processors.pipeline import Input
 from reverify.processors.validation import check_input
 from reverify.schemas import DecodeError, decode
 
-INPUTS = ("agent.outcomes", "agent.errors", "agent.metrics", "control.approvals", "control.commands")
+INPUTS = ("agent.outcomes", "agent.errors", "agent.metrics", "agent.feedback", "control.approvals", "control.commands")
 """The logical input topics of a worker."""
 EXPECTED = {
     "agent.outcomes": "AgentOutcome",
     "agent.errors": "AgentError",
     "agent.metrics": "AgentMetric",
+    "agent.feedback": "AgentFeedback",
     "control.approvals": "Approval",
     "control.commands": "Command",
 }

@@ -55,6 +55,14 @@ NOTIFICATION_LATENCY = Histogram(
     ["receiver", "channel"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+FEEDBACK_PENDING = Gauge(
+    "reverify_feedback_pending", "Outcomes of an arm awaiting feedback", ["agent_name", "task_type", "variant_id"]
+)
+FEEDBACK_TIMEOUTS = Gauge(
+    "reverify_feedback_timeouts",
+    "Outcomes of an arm counted by the feedback timeout's default",
+    ["agent_name", "task_type", "variant_id"],
+)
 ROLLBACKS = Counter("reverify_rollbacks_total", "Rollbacks emitted", ["agent_name", "task_type"])
 _INCIDENT_BUCKETS = (1, 5, 10, 20, 30, 45, 60, 90, 120, 300, 600, 1800, 3600)
 MTTR = Histogram(
@@ -107,6 +115,8 @@ class SeedGauges:
         self._levels: dict[str, dict[str, int]] = {}
         self._rewards: dict[tuple[str, ...], Any] = {}  # children of RL_AVG_REWARD and DRIFT_PSI (see child)
         self._psis: dict[tuple[str, ...], Any] = {}
+        self._pending: dict[tuple[str, ...], Any] = {}
+        self._timeouts: dict[tuple[str, ...], Any] = {}
         self._observers = {
             "QValue": self._qvalue,
             "DriftReport": self._drift,
@@ -125,6 +135,9 @@ class SeedGauges:
     def _qvalue(self, record: dict[str, Any]) -> None:
         labels = (record["agent_name"], record["task_type"], record["variant_id"])
         child(self._rewards, RL_AVG_REWARD, *labels).set(record["reward_mean"])
+        if record.get("pending") or record.get("timeouts") or labels in self._pending:  # arms with delayed outcomes
+            child(self._pending, FEEDBACK_PENDING, *labels).set(record.get("pending", 0))
+            child(self._timeouts, FEEDBACK_TIMEOUTS, *labels).set(record.get("timeouts", 0))
 
     def _drift(self, record: dict[str, Any]) -> None:
         if record.get("variant_id") is None:

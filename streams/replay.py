@@ -1,7 +1,8 @@
 """``reverify replay``: the worker's rules, offline, on any events; what the worker would have emitted.
 
-Each input is one JSON object, ``{"kind": "outcome" | "error" | "metric", ...the keyword arguments of
-:meth:`AgentEvents.outcome <streams.client.AgentEvents.outcome>` / ``error`` / ``metric``..., "ts": epoch ms}``.
+Each input is one JSON object, ``{"kind": "outcome" | "error" | "metric" | "feedback", ...the arguments of
+:meth:`AgentEvents.outcome <streams.client.AgentEvents.outcome>` / ``error`` / ``metric`` / ``feedback``...,
+"ts": epoch ms}``.
 It takes the path an event takes live, without the broker:
 
 1. the SDK builds and checks the record (:func:`~streams.client.outcome_record` ...; the defaults of the SDK's
@@ -51,7 +52,7 @@ from reverify.processors.deadletters import DeadLetterMonitor, DeadLetterSetting
 from reverify.processors.drift import feed_fetch
 from reverify.processors.pipeline import AgentPipeline
 from reverify.schemas.codec import encoder
-from reverify.streams.client import AgentEvents, error_record, metric_record, outcome_record
+from reverify.streams.client import AgentEvents, error_record, feedback_record, metric_record, outcome_record
 from reverify.streams.inputs import EXPECTED, INPUTS, Message, dead_letter_record, key_text, sort_inputs
 from reverify.streams.settings import Settings, WorkerSettings
 
@@ -96,7 +97,8 @@ class _Kind:
     @classmethod
     def of(cls, record_type: str, topic: str, build: Callable[..., dict[str, Any]], sdk: Callable[..., Any]) -> _Kind:
         """The fields and defaults of SDK method ``sdk``; ``build`` makes its record from them."""
-        params = [p for p in inspect.signature(sdk).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        params = [p for p in inspect.signature(sdk).parameters.values() if p.kind in named and p.name != "self"]
         defaults = {p.name: p.default for p in params if p.default is not p.empty}
         names = frozenset(p.name for p in params)
         return cls(record_type, topic, build, defaults, names - set(defaults), names)
@@ -106,6 +108,7 @@ KINDS = {
     "outcome": _Kind.of("AgentOutcome", "agent.outcomes", outcome_record, AgentEvents.outcome),
     "error": _Kind.of("AgentError", "agent.errors", error_record, AgentEvents.error),
     "metric": _Kind.of("AgentMetric", "agent.metrics", metric_record, AgentEvents.metric),
+    "feedback": _Kind.of("AgentFeedback", "agent.feedback", feedback_record, AgentEvents.feedback),
 }
 """The ``kind`` of a line -> its SDK call."""
 

@@ -28,14 +28,17 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from reverify.processors.experiments.record import RUNNING
 from reverify.processors.pipeline import AgentPipeline, PipelineConfig
 from reverify.schemas import encode
+from reverify.schemas.fields import join_number_or_class
 from reverify.streams.settings import Settings
 
 CHANGELOG = "reverify-worker-agents-changelog"
 
 _INPUTS = {
     "AgentOutcome": "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, agent_name, task_type, variant_id, success, "
-    "reward, latency_ms, cost_usd, tokens_in, tokens_out, features, attributes, trace_id, next_state "
-    "FROM agent_outcomes FINAL",
+    "reward, latency_ms, cost_usd, tokens_in, tokens_out, features, attributes, trace_id, next_state, "
+    "awaiting_feedback, prediction, prediction_class, model_version FROM agent_outcomes FINAL",
+    "AgentFeedback": "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, agent_name, outcome_id, success, reward, "
+    "label, label_class, attributes FROM agent_feedback FINAL",
     "AgentError": "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, agent_name, task_type, variant_id, component, "
     "error_type, message, retryable, severity, pipeline, attributes, trace_id FROM agent_errors FINAL",
     "AgentMetric": "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, agent_name, task_type, variant_id, name, value, "
@@ -105,7 +108,7 @@ def _inputs(client: Any, limit: int) -> Iterator[tuple[str, dict[str, Any]]]:
         result = client.query(f"SELECT * FROM ({sql}) ORDER BY ts DESC, event_id DESC LIMIT {int(limit)}")
         names = result.column_names
         for values in result.result_rows:
-            record = dict(zip(names, values, strict=True))
+            record = join_number_or_class(dict(zip(names, values, strict=True)))
             record["ts"] = int(record["ts"])
             for key in ("features", "attributes"):
                 if key in record:

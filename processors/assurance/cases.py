@@ -62,7 +62,12 @@ PLAIN_EVIDENCE = (
     "latency_p99",
     "cost_mean",
     "q_value",
+    "accuracy",
+    "brier",
+    "ece",
 )
+#: Evidence from the model monitor's reports (processors.models), per agent and model version.
+MODEL_EVIDENCE = ("accuracy", "brier", "ece")
 #: Evidence kinds written ``PREFIX:ARGUMENT`` (a feature or metric name).
 EVIDENCE_PREFIXES = ("psi", "ks_p", "ks", "metric", "rate")
 _ALLOWED_EVIDENCE = ", ".join(
@@ -186,6 +191,8 @@ class AssuranceCase:
             return ("outcome", "error")
         if kind == "q_value":
             return ("qvalue",)
+        if kind in MODEL_EVIDENCE:
+            return ("model",)
         if kind in ("psi", "ks_p", "ks"):
             return ("drift",)
         if kind == "metric":
@@ -228,7 +235,7 @@ def parse_cases(raws: Iterable[Mapping[str, Any]], settings: AssuranceSettings |
     >>> parse_cases([{"name": "a", "evidence": "succes_rate", "threshold_min": 2, "window": "5 fortnights"}])
     Traceback (most recent call last):
     ...
-    reverify.processors.assurance.cases.AssuranceConfigError: case a: field evidence: 'succes_rate' is not an evidence kind (did you mean success_rate?); allowed: success_rate, error_rate, reward_mean, latency_p50, latency_p95, latency_p99, cost_mean, q_value, psi:FEATURE, ks_p:FEATURE, ks:FEATURE, metric:NAME, rate:NAME
+    reverify.processors.assurance.cases.AssuranceConfigError: case a: field evidence: 'succes_rate' is not an evidence kind (did you mean success_rate?); allowed: success_rate, error_rate, reward_mean, latency_p50, latency_p95, latency_p99, cost_mean, q_value, accuracy, brier, ece, psi:FEATURE, ks_p:FEATURE, ks:FEATURE, metric:NAME, rate:NAME
     case a: field window: '5 fortnights' is not allowed; use 'N events' or a duration such as '500ms', '30s', '5m', '2h', '1d', '2w'
     """
     settings = settings or AssuranceSettings()

@@ -123,6 +123,10 @@ class AssuranceEvaluator:
         """A ``QValue``: the latest Q of an arm, for ``q_value`` cases."""
         return self._consume("qvalue", event, offset)
 
+    def on_model(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
+        """A ``ModelReport``: the latest accuracy, Brier score and ECE of a model version, for those cases."""
+        return self._consume("model", event, offset)
+
     def on_drift(self, event: Mapping[str, Any], offset: tuple[int, int] | None = None) -> list[Emission]:
         """A ``DriftReport``: the latest PSI / KS of a series, for ``psi:``, ``ks_p:`` and ``ks:`` cases."""
         return self._consume("drift", event, offset)

@@ -10,6 +10,8 @@ evidence               value over the window
 ``latency_p50/95/99``  percentile of outcome ``latency_ms``
 ``cost_mean``          mean outcome ``cost_usd``
 ``q_value``            latest Q of each arm in scope (n-weighted mean)
+``accuracy``           latest ModelReport accuracy (worst model version in scope)
+``brier``, ``ece``     latest ModelReport Brier score, calibration error (worst)
 ``psi:FEATURE``        latest drift PSI of FEATURE (worst series in scope)
 ``ks_p:FEATURE``       latest KS p-value (smallest); ``ks:FEATURE`` the statistic
 ``metric:NAME``        mean of AgentMetric NAME
@@ -46,7 +48,7 @@ from reverify.processors.assurance.cases import AssuranceCase
 __all__ = ["LatestWindow", "SampleWindow", "measure", "new_window", "observe", "percentile"]
 
 # Drift reports and Q-values are states, not samples: keyed by series, the latest value counts.
-_STATE_SOURCES = ("qvalue", "drift")
+_STATE_SOURCES = ("qvalue", "drift", "model")
 _DRIFT_FIELDS = {"psi": "psi", "ks_p": "ks_pvalue", "ks": "ks_statistic"}
 
 
@@ -133,6 +135,11 @@ def observe(
         if kind == "q_value":
             series = f"{event['agent_name']}/{event['task_type']}/{event['variant_id']}"
             window.set(series, ts, float(event["q"]), float(event.get("n", 1)))
+        elif stream == "model":
+            if event.get(kind) is not None:  # a regression model has no accuracy, a classifier no Brier score
+                window.set(
+                    f"{event['agent_name']}/{event['model_version']}", ts, float(event[kind]), event["window_size"]
+                )
         else:
             series = f"{event['agent_name']}/{event.get('variant_id') or ''}"
             window.set(series, ts, float(event[_DRIFT_FIELDS[kind]]), float(event.get("window_size", 0)))
@@ -166,7 +173,7 @@ def measure(case: AssuranceCase, window: SampleWindow | LatestWindow, now_ms: in
             weight = sum(w for _, _, w in vals)
             value = sum(v * w for _, v, w in vals) / weight if weight > 0 else float("nan")
             return value, int(weight), ""
-        pick = min if kind == "ks_p" else max  # the worst series in scope decides
+        pick = min if kind in ("ks_p", "accuracy") else max  # the worst series in scope decides
         _, value, size = pick(vals, key=lambda t: t[1])
         return value, int(size), ""
     n = len(window)

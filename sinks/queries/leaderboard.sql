@@ -3,8 +3,8 @@ WITH
     o AS (
         SELECT agent_name, task_type, variant_id,
                count() AS invocations,
-               avg(success) AS success_rate,
-               avg(reward) AS reward_mean,
+               avgIf(success, NOT awaiting_feedback) AS success_rate,
+               avgIf(reward, NOT awaiting_feedback) AS reward_mean,
                quantileExactInclusive(0.95)(latency_ms) AS latency_p95,
                avg(cost_usd) AS cost_mean
         FROM agent_outcomes FINAL

@@ -163,6 +163,7 @@ def register(group: click.Group) -> None:
         name: str | None, agent: str, task: str, since: str, sql: str | None, params: tuple[str, ...], as_json: bool
     ) -> None:
         """Canned analytics (leaderboard, rollbacks, proposals, drift, assurance, alerts, errors, slo, timeline) or --sql."""
+        """Canned analytics (leaderboard, rollbacks, drift, assurance, alerts, errors, timeline, models) or --sql."""
         from reverify.sinks.analytics import QUERIES
 
         if bool(name) == bool(sql):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+from reverify.schemas.fields import join_number_or_class
 from reverify.streams.cli.common import UserError, console, err
 from reverify.streams.cli.common import print_table as _print_table
 from reverify.streams.settings import Settings, SettingsError, override_env
@@ -27,7 +28,10 @@ from reverify.streams.settings import Settings, SettingsError, override_env
 # The stored inputs, as the SDK's keyword arguments (streams.restore reads the same tables to rebuild state).
 _HISTORY = {
     "outcome": "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, agent_name, task_type, variant_id, success, reward, "
-    "latency_ms, cost_usd, tokens_in, tokens_out, features, attributes, trace_id, next_state FROM agent_outcomes FINAL",
+    "latency_ms, cost_usd, tokens_in, tokens_out, features, attributes, trace_id, next_state, awaiting_feedback, "
+    "prediction, prediction_class, model_version FROM agent_outcomes FINAL",
+    "feedback": "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, agent_name, outcome_id, success, reward, label, "
+    "label_class, attributes FROM agent_feedback FINAL",
     "error": "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, agent_name, task_type, variant_id, component, "
     "error_type, message, retryable, severity, pipeline, attributes, trace_id FROM agent_errors FINAL",
     "metric": "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, agent_name, task_type, variant_id, name, value, "
@@ -206,8 +210,16 @@ def history_lines(settings: Settings, since: str, agent: str) -> Iterator[dict[s
         except HistoryError as exc:
             raise UserError(exc.message) from None
         columns = answer["columns"]
-        tables.append([{"kind": kind, **dict(zip(columns, row, strict=True))} for row in answer["rows"]])
+        tables.append([_sdk_line(kind, dict(zip(columns, row, strict=True))) for row in answer["rows"]])
     return heapq.merge(*tables, key=lambda line: (line["ts"], line["event_id"]))
+
+
+def _sdk_line(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A stored input as a replay line: the SDK's arguments (an outcome awaiting feedback has no result yet)."""
+    join_number_or_class(row)
+    if row.get("awaiting_feedback"):
+        del row["success"], row["reward"]
+    return {"kind": kind, **row}
 
 
 def _file_lines(path: str) -> tuple[IO[bytes], int]:

@@ -202,7 +202,14 @@ def test_status_reports_broker_topics_worker_and_lag(worker: Any, e2e: Any) -> N
     assert all(t["present"] for t in status["topics"])
     assert {r["topic"] for r in status["lag"]} == {
         worker.settings.topic(t)
-        for t in ("agent.outcomes", "agent.errors", "agent.metrics", "control.approvals", "control.commands")
+        for t in (
+            "agent.outcomes",
+            "agent.errors",
+            "agent.metrics",
+            "agent.feedback",
+            "control.approvals",
+            "control.commands",
+        )
     }
     assert all(r["lag"] >= 0 for r in status["lag"])
     human = e2e.run_cli(worker.settings, "status")

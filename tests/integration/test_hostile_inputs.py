@@ -58,6 +58,10 @@ def _metric(**change: Any) -> dict[str, Any]:
     return {"event_id": "m", "ts": 1, "agent_name": "h0", "name": "queue", "value": 1.0, **change}
 
 
+def _feedback(**change: Any) -> dict[str, Any]:
+    return {"event_id": "f", "ts": 1, "agent_name": "h0", "outcome_id": "o", "success": True, "reward": 1.0, **change}
+
+
 def _approval(**change: Any) -> dict[str, Any]:
     return {"event_id": "a", "ts": 1, "proposal_id": "p-1", "approved": True, "by": "ana", "comment": "", **change}
 
@@ -90,6 +94,7 @@ def _hostile(rng: random.Random) -> list[tuple[str, bytes | None, bytes, str]]:
         ("agent.outcomes", key, encode("AgentOutcome", _outcome(0, cost_usd=-5.0)), "cost_usd = -5.0 is negative"),
         ("agent.outcomes", key, encode("AgentOutcome", _outcome(0, tokens_in=-3)), "tokens_in = -3 is negative"),
         ("agent.outcomes", key, encode("AgentOutcome", _outcome(0, features={"x": -math.inf})), "features['x']"),
+        ("agent.outcomes", key, encode("AgentOutcome", _outcome(0, prediction=math.nan)), "prediction = nan"),
         ("agent.outcomes", b"", good, "empty key"),
         ("agent.outcomes", None, good, "empty key"),
         ("agent.errors", key, garbage, "magic byte"),
@@ -100,6 +105,11 @@ def _hostile(rng: random.Random) -> list[tuple[str, bytes | None, bytes, str]]:
         ("agent.metrics", key, encode("AgentMetric", _metric(value=-math.inf)), "value = -inf"),
         ("agent.metrics", key, encode("AgentMetric", _metric(name="")), "name is empty"),
         ("agent.metrics", key, encode("AgentMetric", _metric())[:-2], "does not match"),
+        ("agent.feedback", key, encode("AgentFeedback", _feedback(reward=math.nan)), "reward = nan"),
+        ("agent.feedback", key, encode("AgentFeedback", _feedback(reward=1.5)), "outside [0, 1]"),
+        ("agent.feedback", key, encode("AgentFeedback", _feedback(outcome_id="")), "outcome_id is empty"),
+        ("agent.feedback", key, encode("AgentFeedback", _feedback(label=math.inf)), "label = inf"),
+        ("agent.feedback", key, encode("AgentOutcome", _outcome(0)), "expected a AgentFeedback"),
         ("control.approvals", key, encode("Approval", _approval(proposal_id="")), "proposal_id is empty"),
         ("control.approvals", b"", encode("Approval", _approval()), "empty key"),
         ("control.approvals", key, b"\x00\x00\x00\x00\x0e" + rng.randbytes(3), "does not match"),

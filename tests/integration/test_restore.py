@@ -54,6 +54,10 @@ def store(client, rows: list[dict]) -> None:
     }
     # columns later migrations added (nullable) are None where the records do not carry them
     data = [[position[c](i, r) if c in position else r.get(c) for c in columns] for i, r in enumerate(rows)]
+    absent = {"awaiting_feedback": False}  # columns of later migrations the rows leave out
+    data = [
+        [position[c](i, r) if c in position else r.get(c, absent.get(c)) for c in columns] for i, r in enumerate(rows)
+    ]
     client.insert("agent_outcomes", data, column_names=list(columns))
 
 

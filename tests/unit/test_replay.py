@@ -122,7 +122,7 @@ def test_bad_lines_are_reported_with_their_numbers_and_skipped() -> None:
         [
             "not JSON",
             "not a JSON object",
-            "kind must be one of outcome, error, metric, got 'verdict'",
+            "kind must be one of outcome, error, metric, feedback, got 'verdict'",
             "reward must be within [0, 1], got 1.5",
             "ts is missing",
             "metric has no field 'colour'",

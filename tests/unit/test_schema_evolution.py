@@ -60,6 +60,30 @@ def test_routing_fields_read_as_null_from_the_previous_release():
         assert all(read[field] is None for field in fields)
 
 
+def test_an_outcome_awaiting_feedback_reads_in_the_previous_release_with_placeholders():
+    """An outcome whose success and reward are not known yet omits them: the schema's defaults fill them, and the
+    previous release reads the record (``awaiting_feedback`` and the prediction fields are the new release's)."""
+    old = fastavro.parse_schema(json.loads((PREVIOUS / "AgentOutcome.avsc").read_text()))
+    new = fastavro.parse_schema(load_schema("AgentOutcome"))
+    record = {
+        "event_id": "o1",
+        "ts": 5,
+        "agent_name": "a",
+        "task_type": "t",
+        "variant_id": "v",
+        "awaiting_feedback": True,
+        "prediction": 0.8,
+        "model_version": "m1",
+    }
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, new, record, strict_allow_default=True)
+    buf.seek(0)
+    read = fastavro.schemaless_reader(buf, new, old)
+    assert (read["success"], read["reward"]) == (False, 0.0) and "awaiting_feedback" not in read
+    _, current = decode(encode("AgentOutcome", record))
+    assert current["awaiting_feedback"] is True and current["prediction"] == 0.8 and current["model_version"] == "m1"
+
+
 def test_every_schema_has_event_id_and_event_time_and_the_namespace():
     for name in schema_names():
         schema = load_schema(name)
