@@ -60,6 +60,9 @@ from reverify.processors.pipeline import AgentPipeline
 from reverify.schemas import encode
 from reverify.schemas.topics import TOPICS
 from reverify.streams import faust_transport, metrics
+from reverify.streams.cli.control import default_operator
+from reverify.streams.console.auth import access_middleware
+from reverify.streams.console.server import Console, add_routes, answer_query
 from reverify.streams.inputs import EXPECTED, INPUTS, dead_letter_record, key_text, sort_inputs
 from reverify.streams.settings import Settings, WorkerSettings
 
@@ -287,7 +290,8 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
         topic_allow_declare=True,
         web_enabled=bool(settings.web_port),
         web_port=settings.web_port or 6066,
-        web_bind=settings.web_bind,  # loopback by default: /api/query answers anyone who can reach it
+        web_bind=settings.web_bind,  # loopback by default, else a token guards all but the health endpoints
+        web_application_options={"middlewares": [access_middleware(settings.web_token)]},
         producer_acks=-1,
         producer_partitioner=None,
         table_standby_replicas=0,
@@ -365,6 +369,8 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
 
     if serve_queries:
         _add_query_page(app, settings)
+        # The console's "/" is registered before Faust's own index (added when the server starts), so it wins.
+        add_routes(app.web.web_app.router, Console(settings, settings.web_by or default_operator()))
 
     @app.page("/healthz")
     async def healthz(_self: Any, request: Any) -> Any:
@@ -381,17 +387,6 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
 
 def _add_query_page(app: faust.App, settings: Settings) -> None:
     """``POST /api/query``: ``reverify query`` and ``dashboard`` ask the process that owns the embedded ClickHouse."""
-    from reverify.sinks.analytics import QueryError, execute
-    from reverify.sinks.clickhouse import connect
-
-    def answer(request: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        client = connect(settings.clickhouse)
-        try:
-            return execute(client, request), 200
-        except QueryError as exc:
-            return {"error": str(exc)}, 400
-        finally:
-            client.close()
 
     class QueryView(faust.web.View):
         async def post(self, request: Any) -> Any:
@@ -399,7 +394,7 @@ def _add_query_page(app: faust.App, settings: Settings) -> None:
                 body = await request.json()
             except ValueError:
                 return self.json({"error": "the request body must be a JSON object"}, status=400)
-            result, status = await asyncio.get_running_loop().run_in_executor(None, answer, body)
+            result, status = await asyncio.get_running_loop().run_in_executor(None, answer_query, settings, body)
             return self.json(result, status=status)
 
     app.page("/api/query")(QueryView)

@@ -48,6 +48,8 @@ class Settings:
     metrics_port: int = 9464
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
+    web_token: str = ""
+    web_by: str = ""
     sdk_max_buffer: int = 100_000
     sdk_max_block_ms: int = 60_000
     kafka_security_protocol: str = "PLAINTEXT"

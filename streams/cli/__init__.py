@@ -10,9 +10,9 @@ import logging
 import sys
 
 import click
-from reverify.streams.cli import alerts, control, dashboard, experiment, history, notify, replay, slo, stack
+from reverify.streams.cli import alerts, control, dashboard, experiment, history, notify, replay, slo, stack, webconsole
 
-COMMAND_MODULES = (stack, control, history, dashboard, alerts, notify, replay, slo, experiment)
+COMMAND_MODULES = (stack, control, history, dashboard, alerts, notify, replay, slo, experiment, webconsole)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -116,6 +116,43 @@ def _agents_for(settings: Any, matchers: dict[str, str]) -> list[str]:
     return agents
 
 
+def acknowledge(settings: Any, fingerprint: str, by: str) -> tuple[dict[str, Any], list[tuple[str, str, dict]]]:
+    """Publish the ``ack`` Commands for the alert ``fingerprint`` names (``reverify alerts ack`` and the console).
+
+    Returns the alert and the published ``(key, type, record)`` triples; :class:`UserError` for no such alert.
+    """
+    alert = _lookup(settings, fingerprint)
+    agent = (alert.get("labels") or {}).get("agent_name")
+    # An alert without an agent label (a case pooled over agents) lives in whichever pipelines raised it;
+    # the others ignore an ack for a fingerprint they do not hold.
+    agents = [agent] if agent else known_agents(settings)
+    args = {"fingerprint": alert["fingerprint"]}
+    records = [(a, "Command", command_record("ack", args, by)) for a in agents]
+    publish(settings, "control.commands", records)
+    return alert, records
+
+
+def silence_alerts(
+    settings: Any, matchers: dict[str, str], for_ms: int, by: str, comment: str
+) -> tuple[dict[str, str], list[str], list[tuple[str, str, dict]]]:
+    """Publish the ``silence`` Commands muting alerts whose labels match ``matchers`` for ``for_ms``.
+
+    Returns the command's args, the agents told and the published triples (``reverify alerts silence`` and the
+    console).
+    """
+    agents = _agents_for(settings, matchers)
+    # One id for the silence in every pipeline that hears it, so it can be told apart and expired as one.
+    args = {
+        "matchers": json.dumps(matchers, sort_keys=True),
+        "until_ms": str(now_ms() + for_ms),
+        "comment": comment,
+        "silence_id": f"sil-{uuid.uuid4().hex[:12]}",
+    }
+    records = [(a, "Command", command_record("silence", args, by)) for a in agents]
+    publish(settings, "control.commands", records)
+    return args, agents, records
+
+
 def register(group: click.Group) -> None:
     """Add the ``alerts`` group (tail, list, ack, silence) to the ``reverify`` group."""
 
@@ -189,17 +226,9 @@ def register(group: click.Group) -> None:
     def ack(fingerprint: str, by: str, as_json: bool) -> None:
         """Acknowledge a firing alert: its repeats stop until it resolves."""
 
-        settings = settings_or_fail()
-        alert = _lookup(settings, fingerprint)
+        alert, records = acknowledge(settings_or_fail(), fingerprint, by)
         if alert["status"] != "firing":
             console.print(f"[yellow]![/] {alert['fingerprint']} is {alert['status']}; acknowledging anyway")
-        agent = (alert.get("labels") or {}).get("agent_name")
-        # An alert without an agent label (a case pooled over agents) lives in whichever pipelines raised it;
-        # the others ignore an ack for a fingerprint they do not hold.
-        agents = [agent] if agent else known_agents(settings)
-        args = {"fingerprint": alert["fingerprint"]}
-        records = [(a, "Command", command_record("ack", args, by)) for a in agents]
-        publish(settings, "control.commands", records)
         if as_json:
             print_json([r for _k, _t, r in records])
         else:
@@ -225,18 +254,8 @@ def register(group: click.Group) -> None:
             raise UserError(f"--for {duration!r} is not allowed; use {exc}") from None
         if for_ms <= 0:
             raise UserError(f"--for {duration!r} is not allowed; use a duration > 0 such as 30m, 2h")
-        settings = settings_or_fail()
-        agents = _agents_for(settings, matchers)
-        until = now_ms() + for_ms
-        # One id for the silence in every pipeline that hears it, so it can be told apart and expired as one.
-        args = {
-            "matchers": json.dumps(matchers, sort_keys=True),
-            "until_ms": str(until),
-            "comment": comment,
-            "silence_id": f"sil-{uuid.uuid4().hex[:12]}",
-        }
-        records = [(a, "Command", command_record("silence", args, by)) for a in agents]
-        publish(settings, "control.commands", records)
+        args, agents, records = silence_alerts(settings_or_fail(), matchers, for_ms, by, comment)
+        until = int(args["until_ms"])
         if as_json:
             print_json([r for _k, _t, r in records])
         else:

@@ -249,16 +249,18 @@ def find_proposal(settings: Settings, proposal_id: str) -> dict[str, Any]:
     return found
 
 
-def _decide(proposal_id: str, approved: bool, by: str | None, comment: str, as_json: bool) -> None:
+def decide(settings: Settings, proposal_id: str, approved: bool, by: str, comment: str) -> tuple[dict, dict]:
+    """Publish the ``Approval`` answering ``proposal_id`` (``reverify approve`` / ``reject`` and the console).
 
-    settings = settings_or_fail()
+    Returns the proposal and the published record; :class:`UserError` when there is no such proposal.
+    """
     proposal = find_proposal(settings, proposal_id)
     record = {
         "event_id": str(uuid.uuid4()),
         "ts": now_ms(),
         "proposal_id": proposal_id,
         "approved": approved,
-        "by": by or default_operator(),
+        "by": by,
         "comment": comment,
         # The worker finds the learning loop by agent and task; the key puts it on that agent's partition.
         "agent_name": proposal["agent_name"],
@@ -266,6 +268,11 @@ def _decide(proposal_id: str, approved: bool, by: str | None, comment: str, as_j
         "variant_id": proposal["variant_id"],
     }
     publish(settings, "control.approvals", [(proposal["agent_name"], "Approval", record)])
+    return proposal, record
+
+
+def _decide(proposal_id: str, approved: bool, by: str | None, comment: str, as_json: bool) -> None:
+    proposal, record = decide(settings_or_fail(), proposal_id, approved, by or default_operator(), comment)
     if as_json:
         print_json(record)
         return

@@ -28,11 +28,13 @@ from reverify.streams.settings import Settings
 @click.command()
 @click.option("--demo", is_flag=True, help="Also run a simulated fleet whose variants degrade and inputs drift.")
 @click.option("--demo-rate", default=200.0, show_default=True, help="Demo outcomes per second.")
-def up(demo: bool, demo_rate: float) -> None:
-    """Start the embedded stack: broker (if none listens), topics, workers, ClickHouse history."""
-    settings = load_settings(check_processors=True)
+@click.option("--by", default=None, help="The name console actions are recorded under (default: web_by, else login).")
+def up(demo: bool, demo_rate: float, by: str | None) -> None:
+    """Start the embedded stack: broker (if none listens), topics, workers, ClickHouse history, web console."""
     from reverify.streams.cli.notify import notify_config
+    from reverify.streams.cli.webconsole import check_web_access, console_url
 
+    settings = check_web_access(load_settings(check_processors=True), by)
     notifications = notify_config(settings)
     if demo and not settings.sections.get("assurance"):
         # the demo fleet's own claims, so the assurance cases are seen at work too (a reverify.toml replaces them)
@@ -73,6 +75,8 @@ def up(demo: bool, demo_rate: float) -> None:
             "  watch it: [bold]reverify alerts tail[/], [bold]reverify query leaderboard[/], "
             "[bold]reverify dashboard[/]"
         )
+        if history and settings.web_port:
+            console.print(f"  console: [bold]{console_url(settings)}[/]")
         _run_worker(settings, serve_queries=history)
     except RuntimeError as exc:
         raise UserError(str(exc)) from None

@@ -62,8 +62,12 @@ def test_the_readme_test_command_is_the_one_ci_runs() -> None:
     ci_commands = [line.strip() for line in ci.splitlines() if line.startswith("python3 -m venv")]
     readme = _bash_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
     test_command = "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest"
+    readme_lines = {line.strip() for block in readme for line in block.splitlines()}
     assert ci_commands == [test_command]
-    assert test_command in readme
+    assert test_command in readme_lines
+    ci_steps = [line.strip() for line in ci.splitlines() if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    unexplained = [step for step in ci_steps if step not in readme_lines]
+    assert not unexplained, f".ci/run runs what the README does not tell a user to run: {unexplained}"
 
 
 def test_the_readme_demo_command_installs_and_starts_the_demo() -> None:
