@@ -75,6 +75,19 @@ def answer_table(answer: dict[str, Any], empty: str = "(none)", limit: int = 50)
     return table(columns, rows, empty=empty)
 
 
+def records_table(records: Sequence[dict[str, Any]], empty: str = "(none)") -> Markup:
+    """Records (dicts, as the dashboard returns them) as a table; nested values (evidence maps) left to --json.
+
+    >>> "<td>1.5</td>" in records_table([{"mttr_s": 1.5, "bundle": {"x": 1}}])
+    True
+    """
+    if not records:
+        return table([], [], empty=empty)
+    columns = [c for c, v in records[0].items() if not isinstance(v, (dict, list))]
+    timed = {"ts", "since", "opened_at", "resolved_at", "started_at", "last_change"}
+    return table(columns, [[when(r.get(c)) if c in timed else r.get(c) for c in columns] for r in records], empty=empty)
+
+
 # ------------------------------------------------------------------------------------------------------- fleet
 
 
@@ -164,6 +177,9 @@ def fleet_page(board: dict[str, Any], fleet: dict[str, Any], extras: dict[str, d
         tag("h2", join(["Pending proposals ", link("/proposals", "(answer)")])),
         proposals,
     ]
+    for key, title in (("recent_incidents", "Recent incidents (MTTR)"), ("error_budgets", "Error budgets (SLOs)")):
+        if key in board:  # sections the dashboard offers as other parts of reverify add them
+            sections += [tag("h2", title), records_table(board[key])]
     for name, answer in extras.items():
         sections += [tag("h2", name.capitalize()), answer_table(answer)]
     return page("Fleet", "fleet", join(sections))

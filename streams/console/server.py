@@ -27,8 +27,8 @@ from reverify.streams.settings import Settings
 
 log = logging.getLogger("reverify.console")
 STATIC = Path(__file__).parent / "static"
-# Canned queries other parts of reverify may add; the fleet page shows each one the history offers.
-FLEET_EXTRAS = ("incidents", "experiments", "slos")
+# Canned queries other parts of reverify may add beyond the dashboard's; the fleet page shows each one offered.
+FLEET_EXTRAS = ("experiments",)
 _DRIFT_CHARTS = 6
 T = TypeVar("T")
 
