@@ -138,7 +138,9 @@ class Browser:
 
     def open(self, url: str, shot: str | None = None) -> Any:
         response = self.page.goto(url)
-        assert response is not None and response.status == 200, f"{url}: {response and response.status}"
+        assert response is not None and response.status == 200, (
+            f"{url}: {response and response.status} {self.page.inner_text('main')[:500]}"
+        )
         if shot:
             self.page.screenshot(path=str(self.shots / f"{shot}.png"))
         return self.page
