@@ -11,8 +11,8 @@ WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so editing the code does not re-download them (chdb is large).
 # setuptools needs the listed packages to exist, so empty ones stand in for this layer.
 COPY pyproject.toml README.md ./
-RUN mkdir -p reverify schemas streams/cli processors/assurance processors/drift processors/experiments processors/notify processors/slo sinks \
-    && touch reverify/__init__.py schemas/__init__.py streams/__init__.py streams/cli/__init__.py \
+RUN mkdir -p reverify schemas streams/cli streams/console processors/assurance processors/drift processors/experiments processors/notify processors/slo sinks \
+    && touch reverify/__init__.py schemas/__init__.py streams/__init__.py streams/cli/__init__.py streams/console/__init__.py \
        processors/__init__.py processors/assurance/__init__.py processors/drift/__init__.py processors/experiments/__init__.py \
        processors/notify/__init__.py processors/slo/__init__.py sinks/__init__.py \
     && pip install . \
