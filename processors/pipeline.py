@@ -330,6 +330,10 @@ class AgentPipeline:
             )
             return []
         if command == "rollback":
+            if str(record.get("by", "")).startswith("assurance:"):
+                # an assurance case's own Command, read back: :meth:`_act` carried it out where the case decided it,
+                # and again it would judge the restored variant by the failed one's evidence ("degraded, no rollback")
+                return []
             task = args.get("task_type")
             return self.loops[task].on_rollback_command(record) if task in self.loops else []
         if command in ("experiment_start", "experiment_stop"):
