@@ -3,7 +3,8 @@
 Every value on a reverify topic is Avro in the Confluent wire format: magic
 byte 0, a 4-byte big-endian schema id, then the schemaless Avro body. Without
 a Schema Registry the ids come from :data:`SCHEMA_IDS`, a fixed table that only
-ever grows.
+ever grows; an id names one exact schema, and the ids a previous release wrote
+(:data:`~reverify.schemas.codec.RELEASED_IDS`) are read into today's schemas.
 
 >>> from reverify.schemas import encode, decode
 >>> raw = encode("AgentMetric", {"event_id": "e1", "ts": 1700000000000,

@@ -34,30 +34,42 @@ MAGIC = 0
 _HEADER = struct.Struct(">bI")
 _OBJECT_REPR = re.compile(r" from <[^>]* at 0x[0-9a-f]+>")
 
-#: Fixed schema ids used without a Schema Registry. Append only: an id is never reused.
+#: The id each schema is written with, without a Schema Registry. Append only: an id is never reused. As in a
+#: registry, an id names one exact schema: a schema that changes gets a new id here, and the id it had in a release
+#: moves to :data:`RELEASED_IDS`, so that what that release wrote stays readable.
 SCHEMA_IDS: dict[str, int] = {
-    "AgentOutcome": 1,
     "AgentError": 2,
     "AgentMetric": 3,
     "AgentFeedback": 4,
-    "QValue": 10,
     "VariantDecision": 11,
     "ActiveVariant": 12,
     "Proposal": 13,
     "Approval": 14,
     "Rollback": 15,
-    "DriftReport": 16,
     "AssuranceResult": 17,
     "Alert": 18,
     "DeadLetter": 19,
     "AgentControl": 20,
     "Command": 21,
     "Incident": 22,
+    "ModelReport": 23,
     "Experiment": 24,
     "SloReport": 25,
-    "ModelReport": 23,
+    "AgentOutcome": 26,  # 0.2.0: propensity, awaiting_feedback, prediction, model_version
+    "DriftReport": 27,  # 0.2.0: serial_correlation, calibrated
+    "QValue": 28,  # 0.2.0: successes, failures, pending, timeouts, timeout_default
 }
-_NAMES_BY_ID = {v: k for k, v in SCHEMA_IDS.items()}
+
+#: Ids a previous release wrote with: ``id -> (schema name, release)``; the writer's schema is kept in
+#: ``releases/<release>/<name>.avsc`` and read into today's with Avro's schema resolution (new fields take their
+#: defaults). Upgrade readers (workers, the sink) before writers (agents' SDK), as with a registry's BACKWARD mode:
+#: an older reader does not know the new ids and dead-letters what it cannot read, naming the id.
+RELEASED_IDS: dict[int, tuple[str, str]] = {
+    1: ("AgentOutcome", "v0.1.0"),
+    10: ("QValue", "v0.1.0"),
+    16: ("DriftReport", "v0.1.0"),
+}
+_NAMES_BY_ID = {v: k for k, v in SCHEMA_IDS.items()} | {i: name for i, (name, _) in RELEASED_IDS.items()}
 
 
 class DecodeError(ValueError):
@@ -106,6 +118,18 @@ def _without_timestamp_logic(node: Any) -> Any:
 def _parsed_for_reading(name: str) -> Any:
     # Same bytes, same fields: only the datetime round trip (and its cost) is gone.
     return fastavro.parse_schema(_without_timestamp_logic(load_schema(name)))
+
+
+@cache
+def _readers(schema_id: int) -> tuple[Any, Any]:
+    """``(writer, reader)`` schemas for fastavro's ``schemaless_reader``: today's schema alone, or a release's
+    schema resolved into today's."""
+    name = _NAMES_BY_ID[schema_id]
+    if schema_id == SCHEMA_IDS[name]:
+        return _parsed_for_reading(name), None
+    release = RELEASED_IDS[schema_id][1]
+    written = json.loads((SCHEMA_DIR / "releases" / release / f"{name}.avsc").read_text())
+    return fastavro.parse_schema(_without_timestamp_logic(written)), _parsed_for_reading(name)
 
 
 _ENCODE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
@@ -187,7 +211,7 @@ def decode(data: bytes | None) -> tuple[str, dict[str, Any]]:
     body = io.BytesIO(data)
     body.seek(_HEADER.size)
     try:
-        record = fastavro.schemaless_reader(body, _parsed_for_reading(name), None)
+        record = fastavro.schemaless_reader(body, *_readers(schema_id))
     except (EOFError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, OverflowError) as exc:
         # fastavro names the stream object in some messages ("... from <_io.BytesIO object at 0x7f...>"): the
         # address says nothing to a reader and would differ between two reads of the same bytes

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import fastavro
 import pytest
+from fastavro.schema import to_parsing_canonical_form
 from fastavro.utils import generate_many
 from reverify.schemas import SCHEMA_IDS, DecodeError, decode, encode, load_schema, schema_names
+from reverify.schemas.codec import RELEASED_IDS, SCHEMA_DIR
 
-PREVIOUS = Path(__file__).parents[1] / "data" / "schemas" / "v0.1.0"
+PREVIOUS = SCHEMA_DIR / "releases" / "v0.1.0"
+PREVIOUS_IDS: dict[str, int] = json.loads((PREVIOUS / "ids.json").read_text())
 
 
 def previous_schemas() -> list[Path]:
@@ -100,6 +103,57 @@ def test_round_trip_through_the_confluent_framing(name: str):
         assert raw[0] == 0 and int.from_bytes(raw[1:5], "big") == SCHEMA_IDS[name]
         got_name, got = decode(raw)
         assert got_name == name and got["event_id"] == record["event_id"]
+
+
+def canonical(schema: dict) -> str:
+    return to_parsing_canonical_form(fastavro.parse_schema(schema))
+
+
+@pytest.mark.parametrize("old_path", previous_schemas(), ids=lambda p: p.stem)
+def test_a_schema_that_changed_since_the_release_has_a_new_id_and_its_old_one_stays_readable(old_path: Path):
+    """As in a Schema Registry, an id names one exact schema: bytes framed with it are read with that schema."""
+    name, old_id = old_path.stem, PREVIOUS_IDS[old_path.stem]
+    if canonical(json.loads(old_path.read_text())) == canonical(load_schema(name)):
+        assert SCHEMA_IDS[name] == old_id
+    else:
+        assert SCHEMA_IDS[name] != old_id, f"{name} changed since v0.1.0: give it a new id in SCHEMA_IDS"
+        assert RELEASED_IDS[old_id] == (name, "v0.1.0")
+    assert old_id not in set(SCHEMA_IDS.values()) - {SCHEMA_IDS[name]}  # never reused for another schema
+
+
+@pytest.mark.parametrize("old_path", previous_schemas(), ids=lambda p: p.stem)
+def test_the_codec_reads_what_the_previous_release_framed(old_path: Path):
+    """An agent on the previous release's SDK publishes on: its records decode, the new fields at their defaults."""
+    name = old_path.stem
+    old = fastavro.parse_schema(json.loads(old_path.read_text()))
+    header = bytes([0]) + PREVIOUS_IDS[name].to_bytes(4, "big")
+    added = {f["name"] for f in load_schema(name)["fields"]} - {
+        f["name"] for f in json.loads(old_path.read_text())["fields"]
+    }
+    for record in generate_many(old, 20):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, old, record)
+        got_name, got = decode(header + buf.getvalue())
+        assert got_name == name and got["event_id"] == record["event_id"]
+        defaults = {f["name"]: f.get("default") for f in load_schema(name)["fields"]}
+        assert {k: got[k] for k in added} == {k: defaults[k] for k in added}
+
+
+def test_an_outcome_of_the_previous_release_reaches_the_worker_as_an_outcome():
+    """The worker's batch decoder (the fast path takes today's id only) reads a v0.1.0 outcome between today's."""
+    from reverify.schemas.codec import decode_many
+
+    old = json.loads((PREVIOUS / "AgentOutcome.avsc").read_text())
+    record = {"event_id": "old", "ts": 5, "agent_name": "a", "task_type": "t", "variant_id": "v", "success": True,
+              "reward": 1.0, "latency_ms": 3.0, "cost_usd": 0.0, "tokens_in": None, "tokens_out": None,
+              "features": {}, "attributes": {}, "trace_id": None, "next_state": None}  # fmt: skip
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(old), record)
+    framed = bytes([0]) + PREVIOUS_IDS["AgentOutcome"].to_bytes(4, "big") + buf.getvalue()
+    today = encode("AgentOutcome", {**record, "event_id": "new", "propensity": 0.5})
+    got = decode_many("AgentOutcome", [today, framed, today])
+    assert [r["event_id"] for r in got] == ["new", "old", "new"]
+    assert got[1]["propensity"] is None and got[1]["awaiting_feedback"] is False
 
 
 @pytest.mark.parametrize(
