@@ -27,7 +27,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from reverify.processors.experiments.record import RUNNING
 from reverify.processors.pipeline import AgentPipeline, PipelineConfig
-from reverify.schemas import encode
+from reverify.schemas import encode, load_schema
 from reverify.schemas.fields import join_number_or_class
 from reverify.streams.settings import Settings
 
@@ -44,6 +44,14 @@ _INPUTS = {
     "AgentMetric": "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, agent_name, task_type, variant_id, name, value, "
     "attributes FROM agent_metrics FINAL",
 }
+#: The latest version of every experiment in the history (the sink keeps every version of the compacted topic), as
+#: one tuple of :data:`EXPERIMENT_FIELDS`; ``reverify experiment list`` reads it too.
+LATEST_EXPERIMENTS_SQL = (
+    "SELECT argMax(tuple(event_id, toUnixTimestamp64Milli(ts), name, agent_name, task_type, variants, split, metric, "
+    "min_effect, alpha, planned_units, tuning_units, status, toUnixTimestamp64Milli(started_at), "
+    "toUnixTimestamp64Milli(stopped_at), reason, by, cause_id), ts) FROM crl_experiments FINAL GROUP BY name"
+)
+EXPERIMENT_FIELDS = tuple(f["name"] for f in load_schema("Experiment")["fields"])
 _LATEST = {
     "ActiveVariant": (
         "crl.active",
@@ -73,29 +81,8 @@ _LATEST = {
     ),
     "Experiment": (
         "crl.experiments",
-        "SELECT argMax(tuple(event_id, toUnixTimestamp64Milli(ts), name, agent_name, task_type, variants, split, metric, "
-        "min_effect, alpha, planned_units, tuning_units, status, toUnixTimestamp64Milli(started_at), "
-        "toUnixTimestamp64Milli(stopped_at), reason, by, cause_id), ts) FROM crl_experiments FINAL GROUP BY name",
-        (
-            "event_id",
-            "ts",
-            "name",
-            "agent_name",
-            "task_type",
-            "variants",
-            "split",
-            "metric",
-            "min_effect",
-            "alpha",
-            "planned_units",
-            "tuning_units",
-            "status",
-            "started_at",
-            "stopped_at",
-            "reason",
-            "by",
-            "cause_id",
-        ),
+        LATEST_EXPERIMENTS_SQL,
+        EXPERIMENT_FIELDS,
         lambda r: r["name"],
     ),
 }

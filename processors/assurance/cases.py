@@ -27,14 +27,14 @@ Examples
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from reverify.processors.config_tables import Complain, TableMistakes, did_you_mean, parse_named_tables
 from reverify.processors.degradation_levels import MAX_LEVEL, MIN_LEVEL
 from reverify.schemas.fields import ALERT_SEVERITIES, DURATION_EXAMPLES, duration_ms
 
@@ -95,9 +95,6 @@ _FIELDS = (
 )
 _THRESHOLDS = ("threshold_min", "threshold_max", "resolve_min", "resolve_max")
 _EVENTS = re.compile(r"^\s*(\d+)\s*events?\s*$")
-
-#: ``bad(field, text)`` records one mistake of the case being parsed.
-Complain = Callable[[str, str], None]
 
 
 class AssuranceConfigError(ValueError):
@@ -208,10 +205,7 @@ class AssuranceCase:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], settings: AssuranceSettings | None = None) -> AssuranceCase:
         """Validate one case; raises :class:`AssuranceConfigError` listing all of its mistakes."""
-        errors: list[str] = []
-        case = _parse_case(raw, settings or AssuranceSettings(), errors, index=0)
-        if errors or case is None:
-            raise AssuranceConfigError(errors)
+        (case,) = parse_cases([raw], settings)
         return case
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,36 +233,16 @@ def parse_cases(raws: Iterable[Mapping[str, Any]], settings: AssuranceSettings |
     case a: field window: '5 fortnights' is not allowed; use 'N events' or a duration such as '500ms', '30s', '5m', '2h', '1d', '2w'
     """
     settings = settings or AssuranceSettings()
-    errors: list[str] = []
-    cases: list[AssuranceCase] = []
-    seen: dict[str, int] = {}
-    for i, raw in enumerate(raws):
-        name = raw.get("name") if isinstance(raw, Mapping) else None
-        if isinstance(name, str) and name in seen:
-            errors.append(f"case {name}: field name: used by case #{seen[name] + 1} too; names must be unique")
-        elif isinstance(name, str):
-            seen[name] = i
-        case = _parse_case(raw, settings, errors, index=i)
-        if case is not None:
-            cases.append(case)
+    cases, errors = parse_named_tables(raws, "case", _FIELDS, lambda raw, bad: _parse_case(raw, bad, settings))
     if errors:
         raise AssuranceConfigError(errors)
     return cases
 
 
-def _parse_case(raw: Any, settings: AssuranceSettings, errors: list[str], index: int) -> AssuranceCase | None:
-    """One case, or None with its mistakes appended to ``errors`` (in the order of its fields)."""
-    if not isinstance(raw, Mapping):
-        errors.append(f"case #{index + 1}: must be a table of fields ({', '.join(_FIELDS)}), got {type(raw).__name__}")
-        return None
+def _parse_case(raw: Mapping[str, Any], bad: TableMistakes, settings: AssuranceSettings) -> AssuranceCase | None:
+    """One case (its name and keys already checked), or None when it has a mistake (each said to ``bad``,
+    in the order of its fields)."""
     name = raw.get("name")
-    label = f"case {name}" if isinstance(name, str) and name.strip() else f"case #{index + 1}"
-    n_before = len(errors)
-
-    def bad(fld: str, text: str) -> None:
-        errors.append(f"{label}: field {fld}: {text}")
-
-    _check_name_and_fields(raw, bad)
     claim = raw.get("claim", "")
     if not isinstance(claim, str):
         bad("claim", f"{claim!r} is not text")
@@ -288,7 +262,7 @@ def _parse_case(raw: Any, settings: AssuranceSettings, errors: list[str], index:
         bad("dry_run", f"{dry_run!r} is not allowed; use true or false")
         dry_run = False
 
-    if len(errors) > n_before:
+    if bad.count:
         return None
     return AssuranceCase(
         name=str(name),
@@ -313,20 +287,6 @@ def _parse_case(raw: Any, settings: AssuranceSettings, errors: list[str], index:
     )
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    near = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {near[0]}?)" if near else ""
-
-
-def _check_name_and_fields(raw: Mapping[str, Any], bad: Complain) -> None:
-    name = raw.get("name")
-    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.:-]+", name)):
-        bad("name", f"{name!r} is missing or not allowed; use letters, digits, _ . : -")
-    for key in raw:
-        if key not in _FIELDS:
-            bad(str(key), f"unknown field{_did_you_mean(str(key), _FIELDS)}; allowed fields: {', '.join(_FIELDS)}")
-
-
 def _parse_evidence(raw: Mapping[str, Any], bad: Complain) -> str:
     evidence = raw.get("evidence")
     if not isinstance(evidence, str) or not evidence:
@@ -337,7 +297,7 @@ def _parse_evidence(raw: Mapping[str, Any], bad: Complain) -> str:
         if prefix not in EVIDENCE_PREFIXES or not arg.strip():
             bad("evidence", f"{evidence!r} is not an evidence kind; allowed: {_ALLOWED_EVIDENCE}")
     elif evidence not in PLAIN_EVIDENCE:
-        hint = _did_you_mean(evidence, PLAIN_EVIDENCE)
+        hint = did_you_mean(evidence, PLAIN_EVIDENCE)
         bad("evidence", f"{evidence!r} is not an evidence kind{hint}; allowed: {_ALLOWED_EVIDENCE}")
     return evidence
 

@@ -36,7 +36,6 @@ Examples
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from reverify.processors.config_tables import TableMistakes, did_you_mean, parse_named_tables
 from reverify.schemas.fields import DURATION_EXAMPLES, duration_ms
 
 __all__ = [
@@ -250,42 +250,16 @@ def parse_slos(raws: Iterable[Mapping[str, Any]], settings: SloSettings | None =
     slo s: field window: '30 days' is not allowed; use a duration such as '500ms', '30s', '5m', '2h', '1d', '2w'
     """
     settings = settings or SloSettings()
-    errors: list[str] = []
-    slos: list[Slo] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(raws):
-        name = raw.get("name") if isinstance(raw, Mapping) else None
-        if isinstance(name, str) and name in seen:
-            errors.append(f"slo {name}: field name: used twice; names must be unique")
-        elif isinstance(name, str):
-            seen.add(name)
-        slo = _parse_slo(raw, settings, errors, i)
-        if slo is not None:
-            slos.append(slo)
+    slos, errors = parse_named_tables(raws, "slo", _FIELDS, lambda raw, bad: _parse_slo(raw, bad, settings))
     if errors:
         raise SloConfigError(errors)
     return slos
 
 
-def _parse_slo(raw: Any, settings: SloSettings, errors: list[str], index: int) -> Slo | None:
-    """One SLO, or None with its mistakes appended to ``errors`` (in the order of its fields)."""
-    if not isinstance(raw, Mapping):
-        errors.append(f"slo #{index + 1}: must be a table of fields ({', '.join(_FIELDS)}), got {type(raw).__name__}")
-        return None
+def _parse_slo(raw: Mapping[str, Any], bad: TableMistakes, settings: SloSettings) -> Slo | None:
+    """One SLO (its name and keys already checked), or None when it has a mistake (each said to ``bad``, in
+    the order of its fields)."""
     name = raw.get("name")
-    label = f"slo {name}" if isinstance(name, str) and name.strip() else f"slo #{index + 1}"
-    n_before = len(errors)
-
-    def bad(fld: str, text: str) -> None:
-        errors.append(f"{label}: field {fld}: {text}")
-
-    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.:-]+", name)):
-        bad("name", f"{name!r} is missing or not allowed; use letters, digits, _ . : -")
-    for key in raw:
-        if key not in _FIELDS:
-            near = difflib.get_close_matches(str(key), _FIELDS, n=1)
-            hint = f" (did you mean {near[0]}?)" if near else ""
-            bad(str(key), f"unknown field{hint}; allowed fields: {', '.join(_FIELDS)}")
     description = raw.get("description", "")
     if not isinstance(description, str):
         bad("description", f"{description!r} is not text")
@@ -297,7 +271,7 @@ def _parse_slo(raw: Any, settings: SloSettings, errors: list[str], index: int) -
     if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 0:
         bad("min_events", f"{min_events!r} is not allowed; use a whole number >= 0")
     rules = _parse_rules(raw.get("burn_rules"), settings, window_ms, bad)
-    if len(errors) > n_before:
+    if bad.count:
         return None
     return Slo(str(name), sli, objective, window, window_ms, scope, str(description), int(min_events), rules)
 
@@ -312,8 +286,7 @@ def _parse_sli(sli: Any, bad: Any) -> str:
         if str(exc) != "not an SLI":
             bad("sli", f"{sli!r}: {exc}")
             return sli
-        near = difflib.get_close_matches(sli, ["success_rate", "error_rate_below"], n=1)
-        hint = f" (did you mean {near[0]}?)" if near else ""
+        hint = did_you_mean(sli, ["success_rate", "error_rate_below"])
         bad("sli", f"{sli!r} is not an SLI{hint}; allowed: {_SLI_HELP}")
     return sli
 

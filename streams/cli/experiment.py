@@ -35,34 +35,8 @@ from reverify.processors.experiments import ArmSummary, ExperimentError, evaluat
 from reverify.processors.experiments.metrics import COLUMNS, METRICS, mean_summary, quantile_levels, quantile_summary
 from reverify.processors.experiments.record import RUNNING
 from reverify.streams.cli.common import UserError, admin, console, load_settings, print_json, print_table
+from reverify.streams.restore import EXPERIMENT_FIELDS, LATEST_EXPERIMENTS_SQL
 from reverify.streams.settings import Settings
-
-# The latest version of every experiment in the history (the sink stores every version of the compacted topic).
-HISTORY_EXPERIMENTS_SQL = """
-SELECT name, argMax(tuple(event_id, toUnixTimestamp64Milli(ts), agent_name, task_type, variants, split, metric,
-       min_effect, alpha, planned_units, tuning_units, status, toUnixTimestamp64Milli(started_at),
-       toUnixTimestamp64Milli(stopped_at), reason, by, cause_id), ts)
-FROM crl_experiments FINAL GROUP BY name
-"""
-_RECORD_FIELDS = (
-    "event_id",
-    "ts",
-    "agent_name",
-    "task_type",
-    "variants",
-    "split",
-    "metric",
-    "min_effect",
-    "alpha",
-    "planned_units",
-    "tuning_units",
-    "status",
-    "started_at",
-    "stopped_at",
-    "reason",
-    "by",
-    "cause_id",
-)
 
 # The outcomes of the experiment: its agent/task, its variants, its window, and not tagged with another
 # experiment. A unit is the unit_id attribute when the agent passes it, else the outcome. FINAL: each event once.
@@ -138,15 +112,10 @@ def _from_history(settings: Settings) -> list[dict[str, Any]]:
     from reverify.streams.cli.history import HistoryError, ask_history
 
     try:
-        rows = ask_history(settings, {"sql": HISTORY_EXPERIMENTS_SQL, "params": {}})["rows"]
+        rows = ask_history(settings, {"sql": LATEST_EXPERIMENTS_SQL, "params": {}})["rows"]
     except HistoryError:
         return []
-    records = []
-    for name, values in rows:
-        record = dict(zip(_RECORD_FIELDS, values, strict=True))
-        record["name"] = name
-        records.append(record)
-    return records
+    return [dict(zip(EXPERIMENT_FIELDS, values, strict=True)) for (values,) in rows]
 
 
 def load_experiments(settings: Settings) -> dict[str, dict[str, Any]]:
