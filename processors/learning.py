@@ -219,6 +219,10 @@ class LearningLoop:
         at = self.degraded_at.get(variant)
         return at is not None and self.arms[variant].n - at < self.settings.window
 
+    def _watched(self, variant: str) -> bool:
+        """An open rollback alert waits for ``variant`` to show evidence of its own (:meth:`_settled`)."""
+        return any(info["watch"] == variant for info in self.open_alerts.values())
+
     @staticmethod
     def _pair(a: str, b: str) -> str:
         return "|".join(sorted((a, b)))
@@ -650,6 +654,10 @@ class LearningLoop:
         reason names the case.
         """
         if self.active is None:
+            return []
+        if str(event.get("by", "")).startswith("assurance:") and self._watched(self.active):
+            # The active variant is a rollback's target without evidence of its own yet: the case's window still
+            # holds the failed variant's outcomes, and that rollback (its incident verifies it) is the action.
             return []
         args = event["args"]
         case = args.get("case", "assurance")
