@@ -7,6 +7,9 @@ Every import counts, also those inside functions: a late import still ties the l
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,3 +77,18 @@ def test_no_import_circles() -> None:
         if name not in done:
             visit(name, [name])
     assert not circles, "import circles: " + "; ".join(sorted(set(circles)))
+
+
+def test_installed_namespace_is_reverify_only(tmp_path: Path) -> None:
+    """From another directory, the install exposes ``reverify`` and its SDK names, never the four folders as
+    top-level packages (an agent's own ``schemas`` package must not be shadowed)."""
+    probe = (
+        "import importlib.util as u, json\n"
+        "from reverify import AgentEvents, AlertSubscriber, VariantRouter\n"
+        "print(json.dumps([u.find_spec(n) is None for n in ('schemas', 'streams', 'processors', 'sinks')]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True, True, True, True]
