@@ -173,7 +173,9 @@ def simulate_max_statistic(
             offset = np.arange(r)[:, None] * 2.0
             flat = (np.sort(rng.random((r, n)), axis=1) + offset).ravel()
             row0 = (np.arange(r) * n)[:, None]
-            cells = 2 * (np.searchsorted(flat, (rng.random((r, total)) + offset).ravel()).reshape(r, total) - row0)
+            stream = rng.random((r, total))
+            stream += offset
+            cells = 2 * (_count_below(flat, stream.ravel()).reshape(r, total) - row0)
             base_cells = 2 * np.arange(n)[None, :]  # continuous: a baseline value's midrank cell, every row alike
         else:
             # resampled codes: placements come from each replicate's cumulative code counts, a gather (no search)
@@ -184,14 +186,53 @@ def simulate_max_statistic(
             cell_of = (2 * right_of - counts).ravel()  # #below + #at-or-below, per (row, code)
             cells = cell_of[codes[rng.integers(0, n, (r, total))] + row_u]
             base_cells = cell_of[b]
-        p = cells / (2.0 * n) - 0.5
+        p = cells / (2.0 * n)
+        p -= 0.5
         pb = np.broadcast_to(base_cells / (2.0 * n) - 0.5, (r, n))
         sq = pb * pb
         moments = np.stack([pb.var(axis=1), sq.mean(axis=1), sq.var(axis=1)], axis=1)
         p_sums = p.reshape(r, looks, every).sum(axis=2)
-        q_sums = (p * p).reshape(r, looks, every).sum(axis=2)
+        q_sums = np.multiply(p, p, out=p).reshape(r, looks, every).sum(axis=2)  # p is not needed after this
         out[start : start + r] = _window_z(p_sums, q_sums, windows, every, n, moments, spread_weight)
     return out
+
+
+def _count_below(sorted_values: np.ndarray, keys: np.ndarray, per_value: int = 8) -> np.ndarray:
+    """``sorted_values.searchsorted(keys)`` (how many values lie strictly below each key), exactly, ~4-8x faster
+    for many keys in values without many ties.
+
+    Values and keys go into ``per_value * len(sorted_values)`` equal buckets between the extreme values by a
+    monotone map (subtract, scale, clip, truncate: each step is monotone in floating point), so every value in
+    a lower bucket is below the key and none in a higher one is; the few values sharing the key's bucket are
+    compared one step at a time. The result never depends on rounding, only on the order of the numbers.
+
+    >>> v = np.array([0.1, 0.2, 0.2, 0.7])
+    >>> k = np.array([-1.0, 0.1, 0.2, 0.5, 0.7, 2.0])
+    >>> _count_below(v, k).tolist() == v.searchsorted(k).tolist() == [0, 0, 1, 3, 3, 4]
+    True
+    """
+    buckets = per_value * len(sorted_values)
+    lo, hi = float(sorted_values[0]), float(sorted_values[-1])
+    scale = buckets / (hi - lo) if hi > lo else 0.0
+    if not 0.0 < scale < math.inf:
+        return sorted_values.searchsorted(keys)
+
+    def bucket(x: np.ndarray) -> np.ndarray:
+        t = x - lo
+        t *= scale
+        np.clip(t, 0, buckets - 1, out=t)
+        return t.astype(np.intp)
+
+    first = np.zeros(buckets + 1, dtype=np.intp)  # first[k]: values in buckets below k
+    np.cumsum(np.bincount(bucket(sorted_values), minlength=buckets), out=first[1:])
+    k = bucket(keys)
+    pos, end = first[k], first[k + 1]
+    todo = np.flatnonzero(pos < end)
+    while len(todo):
+        todo = todo[sorted_values[pos[todo]] < keys[todo]]
+        pos[todo] += 1
+        todo = todo[pos[todo] < end[todo]]
+    return pos
 
 
 def _ar1_cells(
@@ -214,10 +255,18 @@ def _ar1_cells(
     stream = path[:, n:]
     cells = np.empty((r, total), dtype=np.int64)
     base_cells = np.empty((r, n), dtype=np.int64)
+    untied = 2 * np.arange(n) + 1  # a value's own cell in a baseline without ties: #below + #at-or-below
     for i in range(r):
         b = base[i]
-        cells[i] = b.searchsorted(stream[i]) + b.searchsorted(stream[i], "right")
-        base_cells[i] = b.searchsorted(b) + b.searchsorted(b, "right")
+        if counts is None and bool((b[1:] != b[:-1]).all()):
+            # continuous paths (almost surely no ties): one search instead of two, the baseline's cells known
+            left = _count_below(b, stream[i])
+            at = b[np.minimum(left, n - 1)] == stream[i]  # 'right' differs from 'left' only where a value is equal
+            cells[i] = 2 * left if not at.any() else left + b.searchsorted(stream[i], "right")
+            base_cells[i] = untied
+        else:
+            cells[i] = b.searchsorted(stream[i]) + b.searchsorted(stream[i], "right")
+            base_cells[i] = b.searchsorted(b) + b.searchsorted(b, "right")
     return cells, base_cells
 
 
