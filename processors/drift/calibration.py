@@ -18,9 +18,11 @@ long stationary streams and picks the smallest threshold whose expected number
 of alarm episodes per value stays within the budget: the look-by-look
 correction of Alibi Detect's expected-run-time (ERT) calibration, by direct
 simulation rather than a union bound, so correlated looks and windows are not
-over-penalised. Replicates are simulated side by side (one ``searchsorted`` per
-chunk of replicates, rows kept apart by an offset), which keeps the first, shared
-simulation near a second and a bootstrap of a tied baseline well under one.
+over-penalised. Replicates are simulated side by side (one exact bucketed search
+per chunk of replicates, rows kept apart by an offset), which keeps the first,
+shared simulation and each AR(1) grid point near a third of a second and a
+bootstrap of a tied baseline well under one. The default settings' thresholds
+are not simulated at all: :mod:`.presimulated` holds them.
 
 References
 ----------
@@ -50,6 +52,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from reverify.processors.drift import presimulated
 from reverify.processors.drift.settings import DriftSettings
 from scipy import signal, stats
 
@@ -373,7 +376,27 @@ def _threshold(
     phi: float = 0.0,
 ) -> float:
     """:func:`calibrate_threshold` of a continuous baseline (``ties=None``) or of one with these ties, serially
-    dependent as an AR(1) with coefficient ``phi`` (0: independent)."""
+    dependent as an AR(1) with coefficient ``phi`` (0: independent): from :mod:`.presimulated` for the default
+    settings' points, else simulated."""
+    args = (n_baseline, ties, windows, every, rate, quiet_looks, replicates, length, seed, spread_weight, phi)
+    known = presimulated.lookup(*args)
+    return known if known is not None else _simulated_threshold(*args)
+
+
+def _simulated_threshold(
+    n_baseline: int,
+    ties: tuple[int, ...] | None,
+    windows: tuple[int, ...],
+    every: int,
+    rate: float,
+    quiet_looks: int,
+    replicates: int,
+    length: int,
+    seed: int,
+    spread_weight: float,
+    phi: float = 0.0,
+) -> float:
+    """:func:`_threshold` simulated now, never looked up (what :mod:`.presimulated` holds is made by this)."""
     values = None if ties is None else tie_ranks(ties)
     m = simulate_max_statistic(
         n_baseline,
@@ -461,8 +484,9 @@ def alarm_threshold(
 ) -> float:
     """The calibrated alarm threshold of a baseline of ``n`` values (default ``baseline_size``) under ``settings``.
 
-    ``values=None``: a tie-free baseline (the distribution-free rank calibration, about a second the first time,
-    then cached for the process: a worker calls this at start-up so no input waits for it); else the baseline,
+    ``values=None``: a tie-free baseline (the distribution-free rank calibration: presimulated for the default
+    settings, else ~0.3 s the first time, then cached for the process: a worker calls this for every dependence
+    grid point at start-up, see :func:`warm_caches`, so no input waits for it); else the baseline,
     whose ties are bootstrapped (see :func:`calibrate_threshold`). ``phi``: the baseline's serial dependence
     (an AR(1) coefficient on the grid of :meth:`DriftSettings.dependence_of`).
 
@@ -488,22 +512,33 @@ def alarm_threshold(
 def warm_caches(settings: DriftSettings, *, min_pvalue: float = 1e-8) -> int:
     """Compute ahead what monitoring under ``settings`` caches per process; returns the KS p-values computed.
 
-    For ``settings`` and what each of its per-series overrides makes of them: the rank calibration
-    (:func:`alarm_threshold`) and the exact KS p-value of every report window (full, or the configured one at each
-    report look while it fills) for each statistic ``D`` a stationary window plausibly shows (down to
-    ``min_pvalue``; each costs up to 0.2 ms, a few seconds for the default windows). A worker calls this while it
-    joins its group, so the first looks of every series do not compute them in front of the inputs.
+    For ``settings`` and what each of its per-series overrides makes of them: the alarm threshold
+    (:func:`alarm_threshold`) of a tie-free baseline at every point of the dependence grid
+    (:meth:`DriftSettings.dependence_grid`; ~0.3 s each, nothing for the defaults, whose thresholds are in
+    :mod:`.presimulated`) and of a constant one, and the exact KS p-value of every report window (full, or the
+    configured one at each report look while it fills) for each statistic ``D`` a stationary window plausibly
+    shows (down to ``min_pvalue``; each costs up to 0.2 ms, a few seconds for the default windows). A worker calls
+    this while it joins its group, so the first looks of every series do not compute them in front of the inputs.
 
     >>> s = DriftSettings(windows=(100,), window=100, calibration_replicates=20, calibration_length=2_000,
     ...                   overrides={"*/latency_ms": {"window": 200, "windows": (200,)}})
     >>> _ = warm_caches(s)
     >>> (s.baseline_size, 100, 0) in KS_MEMO, (s.baseline_size, 200, 0) in KS_MEMO, warm_caches(s)
     (True, True, 0)
+    >>> hits = _threshold.cache_info().hits
+    >>> _ = alarm_threshold(s, phi=s.dependence_of(0.42)), alarm_threshold(s, values=np.full(1000, 0.002))
+    >>> _threshold.cache_info().hits - hits  # calibrated while warming: cached
+    2
     """
     computed = 0
     for each in _with_overrides(settings):
-        alarm_threshold(each)
         n = each.baseline_size
+        # as DriftMonitor calibrates them: rank unless told to bootstrap, whose tie-free pattern is any n distinct
+        untied = np.arange(n, dtype=float) if each.calibration == "bootstrap" else None
+        for phi in each.dependence_grid():
+            alarm_threshold(each, values=untied, phi=phi)
+        if each.calibration != "rank":
+            alarm_threshold(each, values=np.zeros(n))  # a constant series (a fixed cost): its estimated phi is 0
         # the report windows, and the configured window's lengths at the report looks while it fills
         filling = range(each.evaluate_every, each.window, each.evaluate_every)
         for w in sorted({*each.windows, each.window, *filling}):
