@@ -499,15 +499,18 @@ def test_the_simulation_is_bit_identical_to_the_pinned_outputs(
     assert hashlib.sha256(np.ascontiguousarray(m).tobytes()).hexdigest()[:20] == digest
 
 
-def test_the_bucketed_search_counts_as_searchsorted() -> None:
-    from reverify.processors.drift.calibration import _count_below
+@pytest.mark.parametrize("max_buckets", [1 << 21, 64])  # 64: ~16 values a bucket, compared step by step
+def test_the_bucketed_search_counts_as_searchsorted(max_buckets: int, monkeypatch) -> None:
+    from reverify.processors.drift import calibration
 
+    monkeypatch.setattr(calibration, "_MAX_BUCKETS", max_buckets)
     rng = np.random.default_rng(5)
     for values, keys in [
         (rng.standard_normal(1000), rng.standard_normal(20_000) * 3),  # keys beyond both ends
         (rng.integers(0, 20, 1000).astype(float), rng.integers(-2, 23, 5_000).astype(float)),  # ties, equal keys
         (np.array([1e-300, 2e-300, 1e300]), np.array([-np.inf, 0.0, 1.5e-300, 1e300, np.inf])),  # extreme spread
+        (np.append(rng.random(1000), 1e12), rng.random(5_000)),  # an outlier crowds one bucket: searchsorted
         (np.full(10, 3.0), np.array([2.0, 3.0, 4.0])),  # one value: no buckets, searchsorted itself
     ]:
         values = np.sort(values)
-        assert np.array_equal(_count_below(values, keys), values.searchsorted(keys))
+        assert np.array_equal(calibration._count_below(values, keys), values.searchsorted(keys))
