@@ -1,6 +1,6 @@
 """Regenerate the table of :mod:`reverify.processors.drift.presimulated`: the default drift settings' thresholds.
 
-Run ``python -m tests.quality.drift_thresholds`` (about 10 s) and replace the generated literals of
+Run ``python -m tests.quality.drift_thresholds`` (about 7 s) and replace the generated literals of
 ``processors/drift/presimulated.py`` with what it prints; ``--check`` instead compares the module's table with a
 fresh simulation and exits 1 on any difference. Needed after changing a default of ``DriftSettings`` (those the
 fingerprint names, or the dependence grid) or the simulation itself (``processors/drift/calibration.py``).
