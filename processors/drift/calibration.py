@@ -18,9 +18,11 @@ long stationary streams and picks the smallest threshold whose expected number
 of alarm episodes per value stays within the budget: the look-by-look
 correction of Alibi Detect's expected-run-time (ERT) calibration, by direct
 simulation rather than a union bound, so correlated looks and windows are not
-over-penalised. Replicates are simulated side by side (one ``searchsorted`` per
-chunk of replicates, rows kept apart by an offset), which keeps the first, shared
-simulation near a second and a bootstrap of a tied baseline well under one.
+over-penalised. Replicates are simulated side by side (one exact bucketed search
+per chunk of replicates, rows kept apart by an offset), which keeps the first,
+shared simulation and each AR(1) grid point near a third of a second and a
+bootstrap of a tied baseline well under one. The default settings' thresholds
+are not simulated at all: :mod:`.presimulated` holds them.
 
 References
 ----------
@@ -50,6 +52,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from reverify.processors.drift import presimulated
 from reverify.processors.drift.settings import DriftSettings
 from scipy import signal, stats
 
@@ -173,7 +176,9 @@ def simulate_max_statistic(
             offset = np.arange(r)[:, None] * 2.0
             flat = (np.sort(rng.random((r, n)), axis=1) + offset).ravel()
             row0 = (np.arange(r) * n)[:, None]
-            cells = 2 * (np.searchsorted(flat, (rng.random((r, total)) + offset).ravel()).reshape(r, total) - row0)
+            stream = rng.random((r, total))
+            stream += offset
+            cells = 2 * (_count_below(flat, stream.ravel()).reshape(r, total) - row0)
             base_cells = 2 * np.arange(n)[None, :]  # continuous: a baseline value's midrank cell, every row alike
         else:
             # resampled codes: placements come from each replicate's cumulative code counts, a gather (no search)
@@ -184,14 +189,60 @@ def simulate_max_statistic(
             cell_of = (2 * right_of - counts).ravel()  # #below + #at-or-below, per (row, code)
             cells = cell_of[codes[rng.integers(0, n, (r, total))] + row_u]
             base_cells = cell_of[b]
-        p = cells / (2.0 * n) - 0.5
+        p = cells / (2.0 * n)
+        p -= 0.5
         pb = np.broadcast_to(base_cells / (2.0 * n) - 0.5, (r, n))
         sq = pb * pb
         moments = np.stack([pb.var(axis=1), sq.mean(axis=1), sq.var(axis=1)], axis=1)
         p_sums = p.reshape(r, looks, every).sum(axis=2)
-        q_sums = (p * p).reshape(r, looks, every).sum(axis=2)
+        q_sums = np.multiply(p, p, out=p).reshape(r, looks, every).sum(axis=2)  # p is not needed after this
         out[start : start + r] = _window_z(p_sums, q_sums, windows, every, n, moments, spread_weight)
     return out
+
+
+_MAX_BUCKETS = 1 << 21  # _count_below's index: at most 16 MB whatever the baseline's size
+_MAX_BUCKET_STEPS = 64  # values in one bucket compared one step at a time, at most
+
+
+def _count_below(sorted_values: np.ndarray, keys: np.ndarray, per_value: int = 8) -> np.ndarray:
+    """``sorted_values.searchsorted(keys)`` (how many values lie strictly below each key), exactly, ~4-8x faster
+    for many keys in values without many ties.
+
+    Values and keys go into ``per_value * len(sorted_values)`` equal buckets between the extreme values by a
+    monotone map (subtract, scale, clip, truncate: each step is monotone in floating point), so every value in
+    a lower bucket is below the key and none in a higher one is; the few values sharing the key's bucket are
+    compared one step at a time. The result never depends on rounding, only on the order of the numbers.
+
+    >>> v = np.array([0.1, 0.2, 0.2, 0.7])
+    >>> k = np.array([-1.0, 0.1, 0.2, 0.5, 0.7, 2.0])
+    >>> _count_below(v, k).tolist() == v.searchsorted(k).tolist() == [0, 0, 1, 3, 3, 4]
+    True
+    """
+    buckets = min(per_value * len(sorted_values), _MAX_BUCKETS)
+    lo, hi = float(sorted_values[0]), float(sorted_values[-1])
+    scale = buckets / (hi - lo) if hi > lo else 0.0
+    if not 0.0 < scale < math.inf:
+        return sorted_values.searchsorted(keys)
+
+    def bucket(x: np.ndarray) -> np.ndarray:
+        t = x - lo
+        t *= scale
+        np.clip(t, 0, buckets - 1, out=t)
+        return t.astype(np.intp)
+
+    counts = np.bincount(bucket(sorted_values), minlength=buckets)
+    if counts.max() > _MAX_BUCKET_STEPS:  # crowded (an outlier stretched the range, or ties): search instead
+        return sorted_values.searchsorted(keys)
+    first = np.zeros(buckets + 1, dtype=np.intp)  # first[k]: values in buckets below k
+    np.cumsum(counts, out=first[1:])
+    k = bucket(keys)
+    pos, end = first[k], first[k + 1]
+    todo = np.flatnonzero(pos < end)
+    while len(todo):
+        todo = todo[sorted_values[pos[todo]] < keys[todo]]
+        pos[todo] += 1
+        todo = todo[pos[todo] < end[todo]]
+    return pos
 
 
 def _ar1_cells(
@@ -214,10 +265,18 @@ def _ar1_cells(
     stream = path[:, n:]
     cells = np.empty((r, total), dtype=np.int64)
     base_cells = np.empty((r, n), dtype=np.int64)
+    untied = 2 * np.arange(n) + 1  # a value's own cell in a baseline without ties: #below + #at-or-below
     for i in range(r):
         b = base[i]
-        cells[i] = b.searchsorted(stream[i]) + b.searchsorted(stream[i], "right")
-        base_cells[i] = b.searchsorted(b) + b.searchsorted(b, "right")
+        if counts is None and bool((b[1:] != b[:-1]).all()):
+            # continuous paths (almost surely no ties): one search instead of two, the baseline's cells known
+            left = _count_below(b, stream[i])
+            at = b[np.minimum(left, n - 1)] == stream[i]  # 'right' differs from 'left' only where a value is equal
+            cells[i] = 2 * left if not at.any() else left + b.searchsorted(stream[i], "right")
+            base_cells[i] = untied
+        else:
+            cells[i] = b.searchsorted(stream[i]) + b.searchsorted(stream[i], "right")
+            base_cells[i] = b.searchsorted(b) + b.searchsorted(b, "right")
     return cells, base_cells
 
 
@@ -324,7 +383,27 @@ def _threshold(
     phi: float = 0.0,
 ) -> float:
     """:func:`calibrate_threshold` of a continuous baseline (``ties=None``) or of one with these ties, serially
-    dependent as an AR(1) with coefficient ``phi`` (0: independent)."""
+    dependent as an AR(1) with coefficient ``phi`` (0: independent): from :mod:`.presimulated` for the default
+    settings' points, else simulated."""
+    args = (n_baseline, ties, windows, every, rate, quiet_looks, replicates, length, seed, spread_weight, phi)
+    known = presimulated.lookup(*args)
+    return known if known is not None else _simulated_threshold(*args)
+
+
+def _simulated_threshold(
+    n_baseline: int,
+    ties: tuple[int, ...] | None,
+    windows: tuple[int, ...],
+    every: int,
+    rate: float,
+    quiet_looks: int,
+    replicates: int,
+    length: int,
+    seed: int,
+    spread_weight: float,
+    phi: float = 0.0,
+) -> float:
+    """:func:`_threshold` simulated now, never looked up (what :mod:`.presimulated` holds is made by this)."""
     values = None if ties is None else tie_ranks(ties)
     m = simulate_max_statistic(
         n_baseline,
@@ -412,8 +491,9 @@ def alarm_threshold(
 ) -> float:
     """The calibrated alarm threshold of a baseline of ``n`` values (default ``baseline_size``) under ``settings``.
 
-    ``values=None``: a tie-free baseline (the distribution-free rank calibration, about a second the first time,
-    then cached for the process: a worker calls this at start-up so no input waits for it); else the baseline,
+    ``values=None``: a tie-free baseline (the distribution-free rank calibration: presimulated for the default
+    settings, else ~0.3 s the first time, then cached for the process: a worker calls this for every dependence
+    grid point at start-up, see :func:`warm_caches`, so no input waits for it); else the baseline,
     whose ties are bootstrapped (see :func:`calibrate_threshold`). ``phi``: the baseline's serial dependence
     (an AR(1) coefficient on the grid of :meth:`DriftSettings.dependence_of`).
 
@@ -439,22 +519,33 @@ def alarm_threshold(
 def warm_caches(settings: DriftSettings, *, min_pvalue: float = 1e-8) -> int:
     """Compute ahead what monitoring under ``settings`` caches per process; returns the KS p-values computed.
 
-    For ``settings`` and what each of its per-series overrides makes of them: the rank calibration
-    (:func:`alarm_threshold`) and the exact KS p-value of every report window (full, or the configured one at each
-    report look while it fills) for each statistic ``D`` a stationary window plausibly shows (down to
-    ``min_pvalue``; each costs up to 0.2 ms, a few seconds for the default windows). A worker calls this while it
-    joins its group, so the first looks of every series do not compute them in front of the inputs.
+    For ``settings`` and what each of its per-series overrides makes of them: the alarm threshold
+    (:func:`alarm_threshold`) of a tie-free baseline at every point of the dependence grid
+    (:meth:`DriftSettings.dependence_grid`; ~0.3 s each, nothing for the defaults, whose thresholds are in
+    :mod:`.presimulated`) and of a constant one, and the exact KS p-value of every report window (full, or the
+    configured one at each report look while it fills) for each statistic ``D`` a stationary window plausibly
+    shows (down to ``min_pvalue``; each costs up to 0.2 ms, a few seconds for the default windows). A worker calls
+    this while it joins its group, so the first looks of every series do not compute them in front of the inputs.
 
     >>> s = DriftSettings(windows=(100,), window=100, calibration_replicates=20, calibration_length=2_000,
     ...                   overrides={"*/latency_ms": {"window": 200, "windows": (200,)}})
     >>> _ = warm_caches(s)
     >>> (s.baseline_size, 100, 0) in KS_MEMO, (s.baseline_size, 200, 0) in KS_MEMO, warm_caches(s)
     (True, True, 0)
+    >>> hits = _threshold.cache_info().hits
+    >>> _ = alarm_threshold(s, phi=s.dependence_of(0.42)), alarm_threshold(s, values=np.full(1000, 0.002))
+    >>> _threshold.cache_info().hits - hits  # calibrated while warming: cached
+    2
     """
     computed = 0
     for each in _with_overrides(settings):
-        alarm_threshold(each)
         n = each.baseline_size
+        # as DriftMonitor calibrates them: rank unless told to bootstrap, whose tie-free pattern is any n distinct
+        untied = np.arange(n, dtype=float) if each.calibration == "bootstrap" else None
+        for phi in each.dependence_grid():
+            alarm_threshold(each, values=untied, phi=phi)
+        if each.calibration != "rank":
+            alarm_threshold(each, values=np.zeros(n))  # a constant series (a fixed cost): its estimated phi is 0
         # the report windows, and the configured window's lengths at the report looks while it fills
         filling = range(each.evaluate_every, each.window, each.evaluate_every)
         for w in sorted({*each.windows, each.window, *filling}):

@@ -164,6 +164,21 @@ class DriftSettings:
             return 0.0
         return round(round(phi / step) * step, 6)
 
+    def dependence_grid(self) -> tuple[float, ...]:
+        """Every coefficient :meth:`dependence_of` gives a series that can be calibrated (estimate at most
+        ``max_dependence``), in increasing order: one threshold simulation each per process.
+
+        >>> DriftSettings(dependence_step=0.2).dependence_grid()
+        (0.0, 0.2, 0.4, 0.6, 0.8)
+        >>> len(DriftSettings().dependence_grid()), DriftSettings(dependence="independent").dependence_grid()
+        (19, (0.0,))
+        """
+        step = self.dependence_step
+        if self.dependence == "independent" or self.max_dependence < step:
+            return (0.0,)
+        # estimates in [step, max_dependence] round to the steps 1 .. round(max_dependence / step), as dependence_of
+        return (0.0, *sorted({self.dependence_of(k * step) for k in range(1, round(self.max_dependence / step) + 1)}))
+
     def for_series(self, agent_name: str, feature: str) -> DriftSettings:
         """These settings with the overrides matching the series applied (most specific last)."""
         if not self.overrides:

@@ -459,3 +459,58 @@ def test_bootstrap_calibration_depends_on_the_tie_pattern_only() -> None:
     constant = DriftMonitor(s)
     constant.pin_baseline([0.002] * 1000)
     assert constant.threshold == 0.0
+
+
+@pytest.mark.parametrize(
+    ("chunk", "case", "digest", "last"),
+    [
+        (1_000_000, "continuous", "75e2a51ae9b196013f72", 1.5633973267864365),
+        (1_000_000, "ties", "1b8145a99644e6e15927", 1.3130147859315633),
+        (1_000_000, "ar1", "1d27c88ea543ed9640e2", 1.1741767503153884),
+        (1_000_000, "ar1_ties", "0f7a0dd9d2237534c9e2", 1.288769621946114),
+        (5_000, "continuous", "89fe16311a7146964f4e", 1.1000654298266532),
+        (5_000, "ties", "b644aba437ea60e1653f", 0.7369981952563124),
+        (5_000, "ar1", "1d27c88ea543ed9640e2", 1.1741767503153884),
+    ],
+)
+def test_the_simulation_is_bit_identical_to_the_pinned_outputs(
+    chunk: int, case: str, digest: str, last: float, monkeypatch
+) -> None:
+    # Pinned before simulate_max_statistic was made faster (commit 1a7f6a4): the same draws in the same order
+    # give the same bits, so every threshold (and tests/unit/test_drift_presimulated.py's table) stays as it was.
+    # A chunk of 5,000 values splits the 7 replicates into chunks of 2 rows (2,000 values each).
+    import hashlib
+
+    from reverify.processors.drift import calibration
+
+    monkeypatch.setattr(calibration, "_CHUNK_VALUES", chunk)
+    ties = calibration.tie_ranks((50, 30, 70, 25, 25))
+    values, phi = {
+        "continuous": (None, 0.0),
+        "ties": (ties, 0.0),
+        "ar1": (None, 0.35),
+        "ar1_ties": (ties, 0.35),
+    }[case]
+    m = calibration.simulate_max_statistic(
+        200, (25, 50, 100), 25, values=values, phi=phi, replicates=7, length=2_000, seed=3, spread_weight=0.9
+    )
+    assert m.shape == (7, 80)
+    assert float(m[6, -1]) == last
+    assert hashlib.sha256(np.ascontiguousarray(m).tobytes()).hexdigest()[:20] == digest
+
+
+@pytest.mark.parametrize("max_buckets", [1 << 21, 64])  # 64: ~16 values a bucket, compared step by step
+def test_the_bucketed_search_counts_as_searchsorted(max_buckets: int, monkeypatch) -> None:
+    from reverify.processors.drift import calibration
+
+    monkeypatch.setattr(calibration, "_MAX_BUCKETS", max_buckets)
+    rng = np.random.default_rng(5)
+    for values, keys in [
+        (rng.standard_normal(1000), rng.standard_normal(20_000) * 3),  # keys beyond both ends
+        (rng.integers(0, 20, 1000).astype(float), rng.integers(-2, 23, 5_000).astype(float)),  # ties, equal keys
+        (np.array([1e-300, 2e-300, 1e300]), np.array([-np.inf, 0.0, 1.5e-300, 1e300, np.inf])),  # extreme spread
+        (np.append(rng.random(1000), 1e12), rng.random(5_000)),  # an outlier crowds one bucket: searchsorted
+        (np.full(10, 3.0), np.array([2.0, 3.0, 4.0])),  # one value: no buckets, searchsorted itself
+    ]:
+        values = np.sort(values)
+        assert np.array_equal(calibration._count_below(values, keys), values.searchsorted(keys))
