@@ -11,11 +11,22 @@ arrives** (a replay of the same inputs gives the same Q-values).
 * Feedback for an outcome not seen yet waits for it (*early* feedback: the two topics are read side by side, so
   feedback may be read before its outcome), until the agent's outcomes are ``early_wait`` past the feedback's
   time, or ``max_early`` others wait: then it is dead-lettered as feedback for an unknown outcome.
+* While early feedback waits, later feedback is *held* behind it, even when its outcome is there: judgments are
+  released from the front of the queue, in arrival order, up to the next feedback whose outcome has not come.
+  So the judgments (and the Q-values, bit for bit) are the same whatever the interleaving of the two topics, as
+  in an uninterrupted run and after a restart that re-reads both side by side. Held feedback counts towards
+  ``max_early``; when the front one is dead-lettered, those behind it are released. The cost: one feedback for
+  an outcome that never comes holds the agent's later judgments for up to ``early_wait`` (of stream time).
+* A held feedback's outcome does not time out while it is held (it is still pending, but its feedback is here):
+  it is judged by that feedback when released, as it is when nothing holds it. A timeout there would depend on
+  how the topics were interleaved, and a replay would judge differently. A judgment by feedback is dated by the
+  later of the feedback's and the outcome's times and carries the feedback's position, whenever it is released.
 * Feedback for an outcome already judged (by feedback or by the timeout) is dead-lettered with the reason.
 * An outcome still waiting ``timeout`` after its event time counts as ``default``: ``failure`` (success false,
   reward 0), ``ignore`` (it never counts), or a reward value in [0, 1] (success false). Its judgment says
   ``timed_out``, and the arm's QValue counts it in ``timeouts``, so nobody takes a timeout for a real result.
-  ``max_pending`` bounds the outcomes waiting: past it the oldest times out early.
+  ``max_pending`` bounds the outcomes waiting: past it the oldest (but not one whose feedback is held) times
+  out early.
 
 Time is the join's own *stream time*, the latest event time among the outcomes and feedback it has seen, as in
 Kafka Streams' windowed joins: expiry is deterministic (a replay expires exactly what the worker expired) and a
@@ -23,7 +34,8 @@ backlog read after downtime does not time out outcomes whose feedback is still u
 nothing more keeps its waiting outcomes (at most ``max_pending``) until it does.
 
 State is JSON-compatible (:meth:`FeedbackJoin.to_dict`) and holds only what waits, plus the ids judged within the
-last ``timeout`` (to recognise a second feedback), so it stays bounded. Each input stream has its replay guard
+last ``timeout`` (to recognise a second feedback), so it stays bounded. Waiting feedback, early or held, is kept
+in ``early`` in arrival order (its record and position); a held feedback's outcome stays in ``pending``. Each input stream has its replay guard
 (:class:`~processors.applied.AppliedOffsets`).
 
 Examples
@@ -42,6 +54,16 @@ Examples
 ['outcome o1 was already judged (by feedback)']
 >>> FeedbackJoin.from_dict(join.to_dict(), join.settings).to_dict() == join.to_dict()
 True
+
+Feedback read before its outcome holds the feedback after it, whose outcome is there:
+
+>>> _ = join.on_outcome({**outcome, "event_id": "o2"}, (0, 1))
+>>> join.on_feedback({**feedback, "event_id": "f3", "outcome_id": "o3"}, (0, 2))
+([], [])
+>>> join.on_feedback({**feedback, "event_id": "f4", "outcome_id": "o2"}, (0, 3))
+([], [])
+>>> [j.cause for j in join.on_outcome({**outcome, "event_id": "o3"}, (0, 2))[1]]
+['f3', 'f4']
 
 References
 ----------
@@ -250,16 +272,16 @@ class FeedbackJoin:
         for name in _KEPT_OPTIONAL:
             if record.get(name) is not None:
                 kept[name] = record[name]
-        waiting = self.early.pop(outcome_id, None)
-        if waiting is not None:
-            where = ("agent.outcomes", *position) if position is not None else None
-            return True, [self._judge(kept, waiting["record"], max(self.now, int(kept["ts"])), where)]
         rule = self.rule(str(kept["agent_name"]), str(kept["task_type"]))
         kept["deadline"] = int(kept["ts"]) + rule.ms
         self.pending[outcome_id] = kept
         heapq.heappush(self._deadlines, (kept["deadline"], outcome_id))
+        if outcome_id in self.early:  # its feedback came first: judged when every feedback before it is
+            return True, self._release()
         if len(self.pending) > self.settings.max_pending:
-            return True, self._expire(next(iter(self.pending)), self.now, "max_pending")
+            oldest = next((oid for oid in self.pending if oid not in self.early), None)
+            if oldest is not None:
+                return True, self._expire(oldest, self.now, "max_pending")
         return True, []
 
     def on_feedback(
@@ -272,23 +294,24 @@ class FeedbackJoin:
         if self.offsets["feedback"].replayed(position):
             return judgments, dead
         outcome_id = str(record["outcome_id"])
-        kept = self.pending.pop(outcome_id, None)
-        if kept is not None:
-            where = ("agent.feedback", *position) if position is not None else None
-            judgments.append(self._judge(kept, record, int(record["ts"]), where))
+        if outcome_id in self.early:
+            reason = f"another feedback for outcome {outcome_id} is already waiting for it"
+            dead.append(self._dead_letter(record, position, reason))
             return judgments, dead
         if outcome_id in self.judged:
             how = self.judged[outcome_id][1]
             dead.append(self._dead_letter(record, position, f"outcome {outcome_id} was already judged ({how})"))
             return judgments, dead
-        if outcome_id in self.early:
-            reason = f"another feedback for outcome {outcome_id} is already waiting for it"
-            dead.append(self._dead_letter(record, position, reason))
+        if outcome_id in self.pending and not self.early:
+            where = ("agent.feedback", *position) if position is not None else None
+            judgments.append(self._judge(self.pending.pop(outcome_id), record, where))
             return judgments, dead
+        # early (its outcome not seen yet), or held behind early feedback (its outcome waits in ``pending``)
         self.early[outcome_id] = {"record": dict(record), "position": list(position) if position else None}
         if len(self.early) > self.settings.max_early:
-            oldest = next(iter(self.early))
-            dead.append(self._unknown(oldest, f"more than max_early = {self.settings.max_early} feedback waiting"))
+            front = next(iter(self.early))
+            dead.append(self._unknown(front, f"more than max_early = {self.settings.max_early} feedback waiting"))
+            judgments += self._release()
         return judgments, dead
 
     def advance(self, now_ms: int) -> tuple[list[Judgment], list[Emission]]:
@@ -298,7 +321,9 @@ class FeedbackJoin:
 
     # ------------------------------------------------------------------ internals
 
-    def _judge(self, kept: dict[str, Any], feedback: Mapping[str, Any], ts: int, where: Any) -> Judgment:
+    def _judge(self, kept: dict[str, Any], feedback: Mapping[str, Any], where: Any) -> Judgment:
+        """``kept`` judged by ``feedback``, at the later of their times: a judgment reads the same whatever order
+        the two topics were read in."""
         outcome_id = str(kept["event_id"])
         self._remember(outcome_id, "by feedback")
         outcome = {k: v for k, v in kept.items() if k != "deadline"}
@@ -307,11 +332,28 @@ class FeedbackJoin:
             bool(feedback["success"]),
             float(feedback["reward"]),
             feedback.get("label"),
-            ts,
+            max(int(feedback["ts"]), int(kept["ts"])),
             str(feedback["event_id"]),
             False,
             where,
         )
+
+    def _release(self) -> list[Judgment]:
+        """Judge the waiting feedback from the front of ``early``, in arrival order, up to the first whose outcome
+        has not come: that one keeps every later feedback waiting (the order of judgments is the feedback's)."""
+        judgments: list[Judgment] = []
+        while self.early:
+            outcome_id, entry = next(iter(self.early.items()))
+            kept = self.pending.pop(outcome_id, None)
+            if kept is None:
+                break
+            del self.early[outcome_id]
+            position = entry["position"]
+            # the feedback's own position: released in arrival order, so increasing for the guards downstream
+            # (None for feedback held by a version that judged early feedback at its outcome's position)
+            where = ("agent.feedback", *position) if position and not entry.get("legacy") else None
+            judgments.append(self._judge(kept, entry["record"], where))
+        return judgments
 
     def _remember(self, outcome_id: str, how: str) -> None:
         self.judged[outcome_id] = [self.now, how]
@@ -328,8 +370,10 @@ class FeedbackJoin:
         while heap and heap[0][0] <= ts:
             deadline, outcome_id = heapq.heappop(heap)
             kept = self.pending.get(outcome_id)
-            if kept is not None and kept["deadline"] == deadline:
+            if kept is not None and kept["deadline"] == deadline and outcome_id not in self.early:
                 judgments += self._expire(outcome_id, deadline, "timeout")
+            # an outcome whose feedback is held (waiting behind early feedback) does not time out: it is judged by
+            # that feedback when released, as it would have been had no earlier feedback come before its outcome
         if len(heap) > 2 * len(self.pending) + 64:  # judged entries linger in the heap: keep it bounded
             self._rebuild_deadlines()
         wait = self.settings.early_wait_ms
@@ -340,6 +384,7 @@ class FeedbackJoin:
             dead.append(
                 self._unknown(outcome_id, f"no outcome with this id within early_wait = {self.settings.early_wait}")
             )
+            judgments += self._release()  # the feedback it held back
         horizon = ts - self._memory_ms
         while self.judged:
             outcome_id, (judged_at, _) = next(iter(self.judged.items()))
@@ -392,10 +437,11 @@ class FeedbackJoin:
         return {
             "now": self.now,
             "pending": {k: dict(v) for k, v in self.pending.items()},
-            "early": {k: {"record": dict(v["record"]), "position": v["position"]} for k, v in self.early.items()},
+            "early": {k: _entry(v) for k, v in self.early.items()},
             "judged": {k: list(v) for k, v in self.judged.items()},
             "timed_out": self.timed_out,
             "offsets": {kind: a.to_dict() for kind, a in self.offsets.items()},
+            "ordered": True,
         }
 
     @classmethod
@@ -403,9 +449,21 @@ class FeedbackJoin:
         join = cls(settings)
         join.now = int(data["now"])
         join.pending = {k: dict(v) for k, v in data["pending"].items()}
-        join.early = {k: {"record": dict(v["record"]), "position": v["position"]} for k, v in data["early"].items()}
+        join.early = {k: _entry(v) for k, v in data["early"].items()}
+        if not data.get("ordered"):  # state of a version that judged early feedback at its outcome's position
+            for entry in join.early.values():
+                entry["legacy"] = True
         join.judged = {k: list(v) for k, v in data["judged"].items()}
         join.timed_out = int(data.get("timed_out", 0))
         join.offsets = {kind: AppliedOffsets.from_dict(a) for kind, a in data["offsets"].items()}
         join._rebuild_deadlines()
         return join
+
+
+def _entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A waiting feedback as state holds it: the record and its position (no copy of the outcome: a held
+    feedback's outcome waits in ``pending``)."""
+    out = {"record": dict(entry["record"]), "position": entry["position"]}
+    if entry.get("legacy"):
+        out["legacy"] = True
+    return out
