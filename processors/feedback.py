@@ -35,7 +35,10 @@ nothing more keeps its waiting outcomes (at most ``max_pending``) until it does.
 
 State is JSON-compatible (:meth:`FeedbackJoin.to_dict`) and holds only what waits, plus the ids judged within the
 last ``timeout`` (to recognise a second feedback), so it stays bounded. Waiting feedback, early or held, is kept
-in ``early`` in arrival order (its record and position); a held feedback's outcome stays in ``pending``. Each input stream has its replay guard
+in ``early`` in arrival order: early feedback whole (a dead letter re-encodes it), held feedback as the list of
+what judges its outcome (event id, time, success, reward, label, position: about half the size), its outcome
+staying in ``pending``. An agent's state is one changelog message, so its size matters. Each input stream has
+its replay guard
 (:class:`~processors.applied.AppliedOffsets`).
 
 Examples
@@ -227,8 +230,9 @@ class FeedbackJoin:
         self.now = 0  # stream time: the latest event time seen
         # outcome id -> the kept fields of the outcome and its deadline, in arrival order
         self.pending: dict[str, dict[str, Any]] = {}
-        # outcome id -> the feedback record that came before it and its (partition, offset), in arrival order
-        self.early: dict[str, dict[str, Any]] = {}
+        # outcome id -> waiting feedback, in arrival order: early ({"record", "position"}: its outcome not seen yet)
+        # or held (:func:`_held`, a list: its outcome is in ``pending``)
+        self.early: dict[str, Any] = {}
         # outcome id -> [stream time when judged, how]; in judgment order, so by stream time
         self.judged: dict[str, list[Any]] = {}
         self.timed_out = 0
@@ -277,6 +281,7 @@ class FeedbackJoin:
         self.pending[outcome_id] = kept
         heapq.heappush(self._deadlines, (kept["deadline"], outcome_id))
         if outcome_id in self.early:  # its feedback came first: judged when every feedback before it is
+            self.early[outcome_id] = _compact(self.early[outcome_id])  # held now (the order of ``early`` kept)
             return True, self._release()
         if len(self.pending) > self.settings.max_pending:
             oldest = next((oid for oid in self.pending if oid not in self.early), None)
@@ -302,12 +307,13 @@ class FeedbackJoin:
             how = self.judged[outcome_id][1]
             dead.append(self._dead_letter(record, position, f"outcome {outcome_id} was already judged ({how})"))
             return judgments, dead
-        if outcome_id in self.pending and not self.early:
-            where = ("agent.feedback", *position) if position is not None else None
-            judgments.append(self._judge(self.pending.pop(outcome_id), record, where))
-            return judgments, dead
-        # early (its outcome not seen yet), or held behind early feedback (its outcome waits in ``pending``)
-        self.early[outcome_id] = {"record": dict(record), "position": list(position) if position else None}
+        if outcome_id in self.pending:
+            if not self.early:
+                judgments.append(self._judge(self.pending.pop(outcome_id), _held(record, position)))
+                return judgments, dead
+            self.early[outcome_id] = _held(record, position)  # held behind early feedback
+        else:  # early: its outcome not seen yet
+            self.early[outcome_id] = {"record": dict(record), "position": list(position) if position else None}
         if len(self.early) > self.settings.max_early:
             front = next(iter(self.early))
             dead.append(self._unknown(front, f"more than max_early = {self.settings.max_early} feedback waiting"))
@@ -321,26 +327,20 @@ class FeedbackJoin:
 
     # ------------------------------------------------------------------ internals
 
-    def _judge(self, kept: dict[str, Any], feedback: Mapping[str, Any], where: Any) -> Judgment:
-        """``kept`` judged by ``feedback``, at the later of their times: a judgment reads the same whatever order
-        the two topics were read in."""
+    def _judge(self, kept: dict[str, Any], held: list[Any]) -> Judgment:
+        """``kept`` judged by the feedback ``held`` (:func:`_held`), at the later of their times and at the
+        feedback's position: a judgment reads the same whatever order the two topics were read in."""
         outcome_id = str(kept["event_id"])
         self._remember(outcome_id, "by feedback")
         outcome = {k: v for k, v in kept.items() if k != "deadline"}
-        return Judgment(
-            outcome,
-            bool(feedback["success"]),
-            float(feedback["reward"]),
-            feedback.get("label"),
-            max(int(feedback["ts"]), int(kept["ts"])),
-            str(feedback["event_id"]),
-            False,
-            where,
-        )
+        event_id, ts, success, reward, label, position = held
+        where = ("agent.feedback", *position) if position else None
+        return Judgment(outcome, success, reward, label, max(ts, int(kept["ts"])), event_id, False, where)
 
     def _release(self) -> list[Judgment]:
         """Judge the waiting feedback from the front of ``early``, in arrival order, up to the first whose outcome
-        has not come: that one keeps every later feedback waiting (the order of judgments is the feedback's)."""
+        has not come: that one keeps every later feedback waiting (the order of judgments is the feedback's). The
+        positions are the feedback's own, so increasing for the replay guards downstream."""
         judgments: list[Judgment] = []
         while self.early:
             outcome_id, entry = next(iter(self.early.items()))
@@ -348,11 +348,7 @@ class FeedbackJoin:
             if kept is None:
                 break
             del self.early[outcome_id]
-            position = entry["position"]
-            # the feedback's own position: released in arrival order, so increasing for the guards downstream
-            # (None for feedback held by a version that judged early feedback at its outcome's position)
-            where = ("agent.feedback", *position) if position and not entry.get("legacy") else None
-            judgments.append(self._judge(kept, entry["record"], where))
+            judgments.append(self._judge(kept, entry))
         return judgments
 
     def _remember(self, outcome_id: str, how: str) -> None:
@@ -437,7 +433,7 @@ class FeedbackJoin:
         return {
             "now": self.now,
             "pending": {k: dict(v) for k, v in self.pending.items()},
-            "early": {k: _entry(v) for k, v in self.early.items()},
+            "early": {k: _entry(v) for k, v in self.early.items()},  # held entries: lists
             "judged": {k: list(v) for k, v in self.judged.items()},
             "timed_out": self.timed_out,
             "offsets": {kind: a.to_dict() for kind, a in self.offsets.items()},
@@ -452,7 +448,8 @@ class FeedbackJoin:
         join.early = {k: _entry(v) for k, v in data["early"].items()}
         if not data.get("ordered"):  # state of a version that judged early feedback at its outcome's position
             for entry in join.early.values():
-                entry["legacy"] = True
+                if isinstance(entry, dict):
+                    entry["legacy"] = True
         join.judged = {k: list(v) for k, v in data["judged"].items()}
         join.timed_out = int(data.get("timed_out", 0))
         join.offsets = {kind: AppliedOffsets.from_dict(a) for kind, a in data["offsets"].items()}
@@ -460,9 +457,27 @@ class FeedbackJoin:
         return join
 
 
-def _entry(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A waiting feedback as state holds it: the record and its position (no copy of the outcome: a held
-    feedback's outcome waits in ``pending``)."""
+def _held(record: Mapping[str, Any], position: Any) -> list[Any]:
+    """A held feedback as the join keeps it: what judges its outcome, ``[event id, ts, success, reward, label,
+    position]`` (JSON-compatible; no copy of the outcome, which waits in ``pending``)."""
+    where = list(position) if position else None
+    return [str(record["event_id"]), int(record["ts"]), bool(record["success"]), float(record["reward"]),
+            record.get("label"), where]  # fmt: skip
+
+
+def _compact(entry: Any) -> list[Any]:
+    """An early feedback whose outcome has come, held: its record is no longer needed for a dead letter. Feedback
+    from state written before the hold existed gets no position (it was judged at its outcome's: no guard
+    downstream may skip it)."""
+    if isinstance(entry, list):
+        return entry
+    return _held(entry["record"], None if entry.get("legacy") else entry["position"])
+
+
+def _entry(entry: Any) -> Any:
+    """A waiting feedback as state holds it: held, the list of :func:`_held`; early, its record and position."""
+    if isinstance(entry, list):
+        return [*entry[:5], list(entry[5]) if entry[5] else None]
     out = {"record": dict(entry["record"]), "position": entry["position"]}
     if entry.get("legacy"):
         out["legacy"] = True

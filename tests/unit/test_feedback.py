@@ -267,8 +267,12 @@ def test_the_state_round_trips_in_the_middle_of_a_hold() -> None:
         assert restored.to_dict() == state
         held = [oid for oid in restored.early if oid in restored.pending]
         holding += bool(held)
-        for oid in held:  # held entries keep the feedback, not a copy of the outcome (that stays in pending)
-            assert set(state["early"][oid]) == {"record", "position"}
+        for oid in held:  # held: what judges the outcome (no copy of the outcome: that stays in pending)
+            fid, ts, success, reward, label, position = state["early"][oid]
+            record = next(r for _, r, _ in feedbacks if r["event_id"] == fid)
+            assert (ts, success, reward, label) == (record["ts"], record["success"], record["reward"], None)
+            assert record["outcome_id"] == oid
+            assert position[0] == 1 and len(json.dumps(state["early"][oid])) < 100
         # a replay from before the cut applies nothing twice; the rest judges what an uninterrupted join did
         got += [j for kind, r, at in inputs[max(0, cut - 5) :] for j in step(restored, kind, r, at)[0]]
         assert got == expected
@@ -278,11 +282,17 @@ def test_the_state_round_trips_in_the_middle_of_a_hold() -> None:
 def test_early_feedback_in_state_written_before_the_hold_is_released_with_no_position() -> None:
     join = FeedbackJoin()
     step(join, "feedback", feedback(0, 10), (1, 0))
+    step(join, "feedback", feedback(1, 11), (1, 1))
     state = join.to_dict()
     del state["ordered"]  # as a version that judged early feedback at its outcome's position wrote it
-    restored = FeedbackJoin.from_dict(state, join.settings)
-    [judged] = step(restored, "outcome", outcome(0, ts=0), (0, 0))[0]
-    assert (judged.cause, judged.position) == ("f0", None)  # no guard downstream may skip it
+    restored = FeedbackJoin.from_dict(json.loads(json.dumps(state)), join.settings)
+    assert step(restored, "outcome", outcome(1, ts=0), (0, 0)) == ([], [])  # f1 held behind f0 now
+    judged = step(restored, "outcome", outcome(0, ts=0), (0, 1))[0]
+    # no position: the guards downstream may have seen later feedback judged before these were
+    assert [(j.cause, j.position) for j in judged] == [("f0", None), ("f1", None)]
+    step(restored, "outcome", outcome(2, ts=0), (0, 2))
+    [j] = step(restored, "feedback", feedback(2, 12), (1, 2))[0]
+    assert j.position == ("agent.feedback", 1, 2)  # new feedback has its position
 
 
 def _pipeline() -> AgentPipeline:
