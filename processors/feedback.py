@@ -29,8 +29,9 @@ arrives** (a replay of the same inputs gives the same Q-values).
   out early.
 
 Time is the join's own *stream time*, the latest event time among the outcomes and feedback it has seen, as in
-Kafka Streams' windowed joins: expiry is deterministic (a replay expires exactly what the worker expired) and a
-backlog read after downtime does not time out outcomes whose feedback is still unread. An agent that sends
+Kafka Streams' windowed joins: expiry is deterministic (a replay expires exactly what the worker expired; the
+timeouts and expiries one step of stream time passes come in the order of their times) and a backlog read after
+downtime does not time out outcomes whose feedback is still unread. An agent that sends
 nothing more keeps its waiting outcomes (at most ``max_pending``) until it does.
 
 State is JSON-compatible (:meth:`FeedbackJoin.to_dict`) and holds only what waits, plus the ids judged within the
@@ -362,8 +363,20 @@ class FeedbackJoin:
         self.now = ts
         judgments: list[Judgment] = []
         dead: list[Emission] = []
-        heap = self._deadlines
-        while heap and heap[0][0] <= ts:
+        heap, wait = self._deadlines, self.settings.early_wait_ms
+        # the timeouts and the early feedback's expiries due by ``ts``, in the order of their times (a timeout first
+        # at a tie), however far this step moves: the same whether stream time gets there at once or bit by bit
+        while True:
+            front = next(iter(self.early.items()), None)
+            expiry = int(front[1]["record"]["ts"]) + wait if front is not None else None  # the front one is early
+            due = heap[0][0] if heap and heap[0][0] <= ts else None
+            if expiry is not None and expiry <= ts and (due is None or expiry < due):
+                why = f"no outcome with this id within early_wait = {self.settings.early_wait}"
+                dead.append(self._unknown(front[0], why))
+                judgments += self._release()  # the feedback it held back
+                continue
+            if due is None:
+                break
             deadline, outcome_id = heapq.heappop(heap)
             kept = self.pending.get(outcome_id)
             if kept is not None and kept["deadline"] == deadline and outcome_id not in self.early:
@@ -372,15 +385,6 @@ class FeedbackJoin:
             # that feedback when released, as it would have been had no earlier feedback come before its outcome
         if len(heap) > 2 * len(self.pending) + 64:  # judged entries linger in the heap: keep it bounded
             self._rebuild_deadlines()
-        wait = self.settings.early_wait_ms
-        while self.early:
-            outcome_id, entry = next(iter(self.early.items()))
-            if int(entry["record"]["ts"]) + wait > ts:
-                break
-            dead.append(
-                self._unknown(outcome_id, f"no outcome with this id within early_wait = {self.settings.early_wait}")
-            )
-            judgments += self._release()  # the feedback it held back
         horizon = ts - self._memory_ms
         while self.judged:
             outcome_id, (judged_at, _) = next(iter(self.judged.items()))

@@ -252,6 +252,24 @@ def test_an_outcome_whose_feedback_is_held_does_not_time_out() -> None:
     assert join.timed_out == 1 and list(join.pending) == ["o3", "o4"]
 
 
+@pytest.mark.parametrize("steps", [[2 * HOUR], [HOUR // 2 + 5, 2 * HOUR], [HOUR - 1, HOUR, 2 * HOUR]])
+def test_timeouts_and_expiries_due_in_one_step_come_in_the_order_of_their_times(steps: list[int]) -> None:
+    """f9 (early, never comes) expires at 30 min and releases f1; o2 times out at 1 h: in that order, however
+    stream time gets past both."""
+    join = FeedbackJoin(FeedbackSettings(timeout="1h", early_wait="30m"))
+    step(join, "outcome", outcome(1, ts=0), (0, 0))
+    step(join, "outcome", outcome(2, ts=0), (0, 1))
+    step(join, "feedback", feedback(9, 10), (1, 0))
+    step(join, "feedback", feedback(1, 20), (1, 1))  # held behind f9
+    judged, dead = [], []
+    for k, ts in enumerate(steps):
+        j, d = step(join, "outcome", outcome(10 + k, ts=ts), (0, 2 + k))
+        judged += j
+        dead += d
+    mine = [(j.outcome["event_id"], j.timed_out) for j in judged if j.outcome["event_id"] in ("o1", "o2")]
+    assert mine == [("o1", False), ("o2", True)] and len(dead) == 1  # (the steps' own outcomes time out too)
+
+
 def test_the_state_round_trips_in_the_middle_of_a_hold() -> None:
     rng = random.Random(3)
     outcomes, feedbacks = _streams(rng, 40)
