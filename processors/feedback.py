@@ -11,19 +11,35 @@ arrives** (a replay of the same inputs gives the same Q-values).
 * Feedback for an outcome not seen yet waits for it (*early* feedback: the two topics are read side by side, so
   feedback may be read before its outcome), until the agent's outcomes are ``early_wait`` past the feedback's
   time, or ``max_early`` others wait: then it is dead-lettered as feedback for an unknown outcome.
+* While early feedback waits, later feedback is *held* behind it, even when its outcome is there: judgments are
+  released from the front of the queue, in arrival order, up to the next feedback whose outcome has not come.
+  So the judgments (and the Q-values, bit for bit) are the same whatever the interleaving of the two topics, as
+  in an uninterrupted run and after a restart that re-reads both side by side. Held feedback counts towards
+  ``max_early``; when the front one is dead-lettered, those behind it are released. The cost: one feedback for
+  an outcome that never comes holds the agent's later judgments for up to ``early_wait`` (of stream time).
+* A held feedback's outcome does not time out while it is held (it is still pending, but its feedback is here):
+  it is judged by that feedback when released, as it is when nothing holds it. A timeout there would depend on
+  how the topics were interleaved, and a replay would judge differently. A judgment by feedback is dated by the
+  later of the feedback's and the outcome's times and carries the feedback's position, whenever it is released.
 * Feedback for an outcome already judged (by feedback or by the timeout) is dead-lettered with the reason.
 * An outcome still waiting ``timeout`` after its event time counts as ``default``: ``failure`` (success false,
   reward 0), ``ignore`` (it never counts), or a reward value in [0, 1] (success false). Its judgment says
   ``timed_out``, and the arm's QValue counts it in ``timeouts``, so nobody takes a timeout for a real result.
-  ``max_pending`` bounds the outcomes waiting: past it the oldest times out early.
+  ``max_pending`` bounds the outcomes waiting: past it the oldest (but not one whose feedback is held) times
+  out early.
 
 Time is the join's own *stream time*, the latest event time among the outcomes and feedback it has seen, as in
-Kafka Streams' windowed joins: expiry is deterministic (a replay expires exactly what the worker expired) and a
-backlog read after downtime does not time out outcomes whose feedback is still unread. An agent that sends
+Kafka Streams' windowed joins: expiry is deterministic (a replay expires exactly what the worker expired; the
+timeouts and expiries one step of stream time passes come in the order of their times) and a backlog read after
+downtime does not time out outcomes whose feedback is still unread. An agent that sends
 nothing more keeps its waiting outcomes (at most ``max_pending``) until it does.
 
 State is JSON-compatible (:meth:`FeedbackJoin.to_dict`) and holds only what waits, plus the ids judged within the
-last ``timeout`` (to recognise a second feedback), so it stays bounded. Each input stream has its replay guard
+last ``timeout`` (to recognise a second feedback), so it stays bounded. Waiting feedback, early or held, is kept
+in ``early`` in arrival order: early feedback whole (a dead letter re-encodes it), held feedback as the list of
+what judges its outcome (event id, time, success, reward, label, position: about half the size), its outcome
+staying in ``pending``. An agent's state is one changelog message, so its size matters. Each input stream has
+its replay guard
 (:class:`~processors.applied.AppliedOffsets`).
 
 Examples
@@ -42,6 +58,16 @@ Examples
 ['outcome o1 was already judged (by feedback)']
 >>> FeedbackJoin.from_dict(join.to_dict(), join.settings).to_dict() == join.to_dict()
 True
+
+Feedback read before its outcome holds the feedback after it, whose outcome is there:
+
+>>> _ = join.on_outcome({**outcome, "event_id": "o2"}, (0, 1))
+>>> join.on_feedback({**feedback, "event_id": "f3", "outcome_id": "o3"}, (0, 2))
+([], [])
+>>> join.on_feedback({**feedback, "event_id": "f4", "outcome_id": "o2"}, (0, 3))
+([], [])
+>>> [j.cause for j in join.on_outcome({**outcome, "event_id": "o3"}, (0, 2))[1]]
+['f3', 'f4']
 
 References
 ----------
@@ -205,8 +231,9 @@ class FeedbackJoin:
         self.now = 0  # stream time: the latest event time seen
         # outcome id -> the kept fields of the outcome and its deadline, in arrival order
         self.pending: dict[str, dict[str, Any]] = {}
-        # outcome id -> the feedback record that came before it and its (partition, offset), in arrival order
-        self.early: dict[str, dict[str, Any]] = {}
+        # outcome id -> waiting feedback, in arrival order: early ({"record", "position"}: its outcome not seen yet)
+        # or held (:func:`_held`, a list: its outcome is in ``pending``)
+        self.early: dict[str, Any] = {}
         # outcome id -> [stream time when judged, how]; in judgment order, so by stream time
         self.judged: dict[str, list[Any]] = {}
         self.timed_out = 0
@@ -250,16 +277,17 @@ class FeedbackJoin:
         for name in _KEPT_OPTIONAL:
             if record.get(name) is not None:
                 kept[name] = record[name]
-        waiting = self.early.pop(outcome_id, None)
-        if waiting is not None:
-            where = ("agent.outcomes", *position) if position is not None else None
-            return True, [self._judge(kept, waiting["record"], max(self.now, int(kept["ts"])), where)]
         rule = self.rule(str(kept["agent_name"]), str(kept["task_type"]))
         kept["deadline"] = int(kept["ts"]) + rule.ms
         self.pending[outcome_id] = kept
         heapq.heappush(self._deadlines, (kept["deadline"], outcome_id))
+        if outcome_id in self.early:  # its feedback came first: judged when every feedback before it is
+            self.early[outcome_id] = _compact(self.early[outcome_id])  # held now (the order of ``early`` kept)
+            return True, self._release()
         if len(self.pending) > self.settings.max_pending:
-            return True, self._expire(next(iter(self.pending)), self.now, "max_pending")
+            oldest = next((oid for oid in self.pending if oid not in self.early), None)
+            if oldest is not None:
+                return True, self._expire(oldest, self.now, "max_pending")
         return True, []
 
     def on_feedback(
@@ -272,23 +300,25 @@ class FeedbackJoin:
         if self.offsets["feedback"].replayed(position):
             return judgments, dead
         outcome_id = str(record["outcome_id"])
-        kept = self.pending.pop(outcome_id, None)
-        if kept is not None:
-            where = ("agent.feedback", *position) if position is not None else None
-            judgments.append(self._judge(kept, record, int(record["ts"]), where))
+        if outcome_id in self.early:
+            reason = f"another feedback for outcome {outcome_id} is already waiting for it"
+            dead.append(self._dead_letter(record, position, reason))
             return judgments, dead
         if outcome_id in self.judged:
             how = self.judged[outcome_id][1]
             dead.append(self._dead_letter(record, position, f"outcome {outcome_id} was already judged ({how})"))
             return judgments, dead
-        if outcome_id in self.early:
-            reason = f"another feedback for outcome {outcome_id} is already waiting for it"
-            dead.append(self._dead_letter(record, position, reason))
-            return judgments, dead
-        self.early[outcome_id] = {"record": dict(record), "position": list(position) if position else None}
+        if outcome_id in self.pending:
+            if not self.early:
+                judgments.append(self._judge(self.pending.pop(outcome_id), _held(record, position)))
+                return judgments, dead
+            self.early[outcome_id] = _held(record, position)  # held behind early feedback
+        else:  # early: its outcome not seen yet
+            self.early[outcome_id] = {"record": dict(record), "position": list(position) if position else None}
         if len(self.early) > self.settings.max_early:
-            oldest = next(iter(self.early))
-            dead.append(self._unknown(oldest, f"more than max_early = {self.settings.max_early} feedback waiting"))
+            front = next(iter(self.early))
+            dead.append(self._unknown(front, f"more than max_early = {self.settings.max_early} feedback waiting"))
+            judgments += self._release()
         return judgments, dead
 
     def advance(self, now_ms: int) -> tuple[list[Judgment], list[Emission]]:
@@ -298,20 +328,29 @@ class FeedbackJoin:
 
     # ------------------------------------------------------------------ internals
 
-    def _judge(self, kept: dict[str, Any], feedback: Mapping[str, Any], ts: int, where: Any) -> Judgment:
+    def _judge(self, kept: dict[str, Any], held: list[Any]) -> Judgment:
+        """``kept`` judged by the feedback ``held`` (:func:`_held`), at the later of their times and at the
+        feedback's position: a judgment reads the same whatever order the two topics were read in."""
         outcome_id = str(kept["event_id"])
         self._remember(outcome_id, "by feedback")
         outcome = {k: v for k, v in kept.items() if k != "deadline"}
-        return Judgment(
-            outcome,
-            bool(feedback["success"]),
-            float(feedback["reward"]),
-            feedback.get("label"),
-            ts,
-            str(feedback["event_id"]),
-            False,
-            where,
-        )
+        event_id, ts, success, reward, label, position = held
+        where = ("agent.feedback", *position) if position else None
+        return Judgment(outcome, success, reward, label, max(ts, int(kept["ts"])), event_id, False, where)
+
+    def _release(self) -> list[Judgment]:
+        """Judge the waiting feedback from the front of ``early``, in arrival order, up to the first whose outcome
+        has not come: that one keeps every later feedback waiting (the order of judgments is the feedback's). The
+        positions are the feedback's own, so increasing for the replay guards downstream."""
+        judgments: list[Judgment] = []
+        while self.early:
+            outcome_id, entry = next(iter(self.early.items()))
+            kept = self.pending.pop(outcome_id, None)
+            if kept is None:
+                break
+            del self.early[outcome_id]
+            judgments.append(self._judge(kept, entry))
+        return judgments
 
     def _remember(self, outcome_id: str, how: str) -> None:
         self.judged[outcome_id] = [self.now, how]
@@ -324,22 +363,28 @@ class FeedbackJoin:
         self.now = ts
         judgments: list[Judgment] = []
         dead: list[Emission] = []
-        heap = self._deadlines
-        while heap and heap[0][0] <= ts:
+        heap, wait = self._deadlines, self.settings.early_wait_ms
+        # the timeouts and the early feedback's expiries due by ``ts``, in the order of their times (a timeout first
+        # at a tie), however far this step moves: the same whether stream time gets there at once or bit by bit
+        while True:
+            front = next(iter(self.early.items()), None)
+            expiry = int(front[1]["record"]["ts"]) + wait if front is not None else None  # the front one is early
+            due = heap[0][0] if heap and heap[0][0] <= ts else None
+            if expiry is not None and expiry <= ts and (due is None or expiry < due):
+                why = f"no outcome with this id within early_wait = {self.settings.early_wait}"
+                dead.append(self._unknown(front[0], why))
+                judgments += self._release()  # the feedback it held back
+                continue
+            if due is None:
+                break
             deadline, outcome_id = heapq.heappop(heap)
             kept = self.pending.get(outcome_id)
-            if kept is not None and kept["deadline"] == deadline:
+            if kept is not None and kept["deadline"] == deadline and outcome_id not in self.early:
                 judgments += self._expire(outcome_id, deadline, "timeout")
+            # an outcome whose feedback is held (waiting behind early feedback) does not time out: it is judged by
+            # that feedback when released, as it would have been had no earlier feedback come before its outcome
         if len(heap) > 2 * len(self.pending) + 64:  # judged entries linger in the heap: keep it bounded
             self._rebuild_deadlines()
-        wait = self.settings.early_wait_ms
-        while self.early:
-            outcome_id, entry = next(iter(self.early.items()))
-            if int(entry["record"]["ts"]) + wait > ts:
-                break
-            dead.append(
-                self._unknown(outcome_id, f"no outcome with this id within early_wait = {self.settings.early_wait}")
-            )
         horizon = ts - self._memory_ms
         while self.judged:
             outcome_id, (judged_at, _) = next(iter(self.judged.items()))
@@ -392,10 +437,11 @@ class FeedbackJoin:
         return {
             "now": self.now,
             "pending": {k: dict(v) for k, v in self.pending.items()},
-            "early": {k: {"record": dict(v["record"]), "position": v["position"]} for k, v in self.early.items()},
+            "early": {k: _entry(v) for k, v in self.early.items()},  # held entries: lists
             "judged": {k: list(v) for k, v in self.judged.items()},
             "timed_out": self.timed_out,
             "offsets": {kind: a.to_dict() for kind, a in self.offsets.items()},
+            "ordered": True,
         }
 
     @classmethod
@@ -403,9 +449,40 @@ class FeedbackJoin:
         join = cls(settings)
         join.now = int(data["now"])
         join.pending = {k: dict(v) for k, v in data["pending"].items()}
-        join.early = {k: {"record": dict(v["record"]), "position": v["position"]} for k, v in data["early"].items()}
+        join.early = {k: _entry(v) for k, v in data["early"].items()}
+        if not data.get("ordered"):  # state of a version that judged early feedback at its outcome's position
+            for entry in join.early.values():
+                if isinstance(entry, dict):
+                    entry["legacy"] = True
         join.judged = {k: list(v) for k, v in data["judged"].items()}
         join.timed_out = int(data.get("timed_out", 0))
         join.offsets = {kind: AppliedOffsets.from_dict(a) for kind, a in data["offsets"].items()}
         join._rebuild_deadlines()
         return join
+
+
+def _held(record: Mapping[str, Any], position: Any) -> list[Any]:
+    """A held feedback as the join keeps it: what judges its outcome, ``[event id, ts, success, reward, label,
+    position]`` (JSON-compatible; no copy of the outcome, which waits in ``pending``)."""
+    where = list(position) if position else None
+    return [str(record["event_id"]), int(record["ts"]), bool(record["success"]), float(record["reward"]),
+            record.get("label"), where]  # fmt: skip
+
+
+def _compact(entry: Any) -> list[Any]:
+    """An early feedback whose outcome has come, held: its record is no longer needed for a dead letter. Feedback
+    from state written before the hold existed gets no position (it was judged at its outcome's: no guard
+    downstream may skip it)."""
+    if isinstance(entry, list):
+        return entry
+    return _held(entry["record"], None if entry.get("legacy") else entry["position"])
+
+
+def _entry(entry: Any) -> Any:
+    """A waiting feedback as state holds it: held, the list of :func:`_held`; early, its record and position."""
+    if isinstance(entry, list):
+        return [*entry[:5], list(entry[5]) if entry[5] else None]
+    out = {"record": dict(entry["record"]), "position": entry["position"]}
+    if entry.get("legacy"):
+        out["legacy"] = True
+    return out

@@ -220,14 +220,20 @@ class AgentPipeline:
     def _end_outcome(self, record: dict[str, Any], offset: tuple[int, int], out: list[Emission]) -> list[Emission]:
         if type(record.get("prediction")) is float:  # the model monitor's drift series of its scores
             out += self.drift.on_metric(_prediction_metric(record), ("prediction", *offset) if offset else None)
-        out += self.errors.on_outcome(record, offset)
+        out += self.errors.on_outcome(record, offset)  # the call completed: known now, whatever its result
         out += self._follow(out)
-        out += self.assurance.on_outcome(record, offset)
-        out += self.incidents.on_outcome(record, offset)
-        out += self.slos.on_outcome(record, offset)
-        if not record.get("awaiting_feedback"):  # the cases take an awaited outcome with its result (_judged)
-            out += self.assurance.on_outcome(record, offset)
+        if not record.get("awaiting_feedback"):
+            out += self._judges(record, offset)
+        # an outcome awaiting feedback has placeholders for success and reward: what judges them takes it with its
+        # result, once judged (_judged)
         return self._act(out)
+
+    def _judges(self, record: dict[str, Any], offset: tuple[Any, ...] | None) -> list[Emission]:
+        """The processors that judge an outcome by its success and reward: the assurance cases, the incidents'
+        verification and the SLOs."""
+        out = self.assurance.on_outcome(record, offset)
+        out += self.incidents.on_outcome(record, offset)
+        return out + self.slos.on_outcome(record, offset)
 
     def _learn(self, record: dict[str, Any], offset: tuple[int, int]) -> list[Emission]:
         """The learning loop's part of an outcome; one awaiting feedback goes to the join first."""
@@ -247,7 +253,8 @@ class AgentPipeline:
 
     def _judged(self, judgments: list[Judgment], dead: list[Emission]) -> list[Emission]:
         """Apply judged outcomes as the outcomes they would have been had their result been known at once: the arm
-        (Q-value, success, reward, degradation test), the reward's drift series and the assurance cases."""
+        (Q-value, success, reward, degradation test), the reward's drift series, the assurance cases, the incidents'
+        verification and the SLOs."""
         out = list(dead)
         for judgment in judgments:
             record = judgment.record()
@@ -261,7 +268,7 @@ class AgentPipeline:
             if judgment.counts:
                 emitted += self.drift.on_outcome(_reward_only(record), position)
                 emitted += self._follow(emitted)
-                emitted += self.assurance.on_outcome(record, position)
+                emitted += self._judges(record, position)
             out += self._act(emitted)
         return out
 

@@ -14,6 +14,7 @@ from typing import Any
 from reverify.processors.assurance import parse_cases
 from reverify.processors.base import Emission
 from reverify.processors.pipeline import AgentPipeline, PipelineConfig
+from reverify.processors.slo import parse_slos
 
 T0 = 1_700_000_000_000
 
@@ -104,3 +105,51 @@ def test_a_cases_pause_opens_an_incident_that_ends_when_the_case_passes_again() 
     assert [e.value["paused"] for e in later if e.record_type == "AgentControl"] == [False]
     (resolved,) = [e.value for e in later if e.record_type == "Incident"]
     assert resolved["status"] == "resolved" and resolved["mttr_ms"] > 0
+
+
+def test_outcomes_awaiting_feedback_reach_the_cases_incidents_and_slos_only_when_judged() -> None:
+    """An awaited outcome's success and reward are placeholders (false, 0) until its feedback: the success-rate
+    case, the incident's verification and the success-rate SLO take it once judged, once, with its result."""
+    success = {**case("alert", "success_rate"), "name": "success", "window": "100 events"}
+    cases = tuple(parse_cases([case("rollback"), success]))
+    slos = tuple(parse_slos([{"name": "s", "sli": "success_rate", "objective": 0.9, "window": "30d"}]))
+    pipeline = AgentPipeline("ann", PipelineConfig(cases=cases, slos=slos))
+    out: list[Emission] = []
+    for i in range(200):
+        out += pipeline.on_event("AgentOutcome", outcome(i, "v2" if i % 5 == 4 else "v1"), (0, i))
+    for i in range(200, 240):
+        out += pipeline.on_event("AgentOutcome", outcome(i, "v1", True, 500.0), (0, i))
+    assert incidents(out) == [("assurance", "assurance:ok", "verifying")] and pipeline.loops["t"].active == "v2"
+    (series,) = pipeline.slos._series["s"].values()
+    now = T0 + 10_000_000
+    assert series.counts.window(now, 30 * 86_400_000) == (240, 240)  # (good, total): each outcome counted once
+
+    waiting: list[Emission] = []
+    for i in range(240, 300):  # the restored variant's outcomes, awaiting feedback
+        awaited = {**outcome(i, "v2"), "success": False, "reward": 0.0, "awaiting_feedback": True}
+        waiting += pipeline.on_event("AgentOutcome", awaited, (0, i))
+    assert {v["case"]: v["verdict"] for v in pipeline.assurance.verdicts()}["success"] == "passed"
+    assert [e.value["title"] for e in waiting if e.record_type == "Alert"] == []  # no "case success failed"
+    assert incidents(waiting) == [] and series.counts.window(now, 30 * 86_400_000) == (240, 240)
+
+    judged: list[Emission] = []
+    for k, i in enumerate(range(240, 300)):
+        feedback = {"event_id": f"f{i}", "ts": T0 + 40_000 + k, "agent_name": "ann", "outcome_id": f"o{i}",
+                    "success": True, "reward": 1.0, "label": None, "attributes": {}}  # fmt: skip
+        judged += pipeline.on_event("AgentFeedback", feedback, (1, k))
+    (resolved,) = [e.value for e in judged if e.record_type == "Incident"]
+    assert (resolved["status"], resolved["to_variant"]) == ("resolved", "v2")
+    assert series.counts.window(now, 30 * 86_400_000) == (300, 300)
+    assert {v["case"]: v["verdict"] for v in pipeline.assurance.verdicts()}["success"] == "passed"
+    window = next(iter(pipeline.assurance._groups["success"].values())).window
+    assert (len(window.items), window.total) == (100, 100.0)  # judged once each, with success
+
+
+def test_an_outcome_from_no_log_reaches_the_cases_once() -> None:
+    """``reverify restore`` rebuilds state by applying stored outcomes with no position: no replay guard can drop
+    a second application, so each outcome must be given to the cases once."""
+    pipeline = AgentPipeline("ann", PipelineConfig(cases=tuple(parse_cases([case("alert", "success_rate")]))))
+    for i in range(10):
+        pipeline.on_event("AgentOutcome", outcome(i, "v1"), None)  # type: ignore[arg-type]
+    window = next(iter(pipeline.assurance._groups["ok"].values())).window
+    assert len(window.items) == 10
