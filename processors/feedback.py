@@ -143,7 +143,9 @@ class FeedbackSettings:
     timeout: str = "7d"
     default: str = "failure"
     early_wait: str = "1h"
-    max_pending: int = 100_000
+    # bounds one agent's state, a changelog message of at most 32 MiB (streams.restore.STATE_MAX_BYTES): at the
+    # defaults about 12 MB of waiting outcomes, 2.5 MB of judged ids and 3 MB of early feedback
+    max_pending: int = 50_000
     max_early: int = 10_000
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False, compare=False)
 

@@ -64,6 +64,7 @@ from reverify.streams.cli.control import default_operator
 from reverify.streams.console.auth import access_middleware
 from reverify.streams.console.server import Console, add_routes, answer_query
 from reverify.streams.inputs import EXPECTED, INPUTS, dead_letter_record, key_text, sort_inputs
+from reverify.streams.restore import CHANGELOG_CONFIG, STATE_MAX_BYTES
 from reverify.streams.settings import Settings, WorkerSettings
 
 log = logging.getLogger("reverify.worker")
@@ -294,6 +295,7 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
         web_application_options={"middlewares": [access_middleware(settings.web_token)]},
         producer_acks=-1,
         producer_partitioner=None,
+        producer_max_request_size=STATE_MAX_BYTES,
         table_standby_replicas=0,
         datadir=str(settings.data_path("faust")),  # Faust makes only the last folder
         consumer_auto_offset_reset="earliest",
@@ -317,6 +319,7 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
         value_type=bytes,
         use_partitioner=True,
         partitions=settings.partitions,
+        extra_topic_configs={"max.message.bytes": CHANGELOG_CONFIG["max.message.bytes"]},
     )
     shell = PipelineShell(settings, table)
     app.reverify_shell = shell  # type: ignore[attr-defined]

@@ -32,6 +32,10 @@ from reverify.schemas.fields import join_number_or_class
 from reverify.streams.settings import Settings
 
 CHANGELOG = "reverify-worker-agents-changelog"
+STATE_MAX_BYTES = 32 << 20
+"""Largest agent state a worker writes: each agent's state is one changelog message, and Kafka's default limit
+(1 MB) is passed by an agent with a few thousand outcomes awaiting feedback (docs/delayed-outcomes.md)."""
+CHANGELOG_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_BYTES)}
 
 _INPUTS = {
     "AgentOutcome": "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, agent_name, task_type, variant_id, success, "
@@ -168,10 +172,14 @@ def restore(settings: Settings, progress: Callable[[int], None] | None = None) -
     if changelog not in admin.list_topics(timeout=10).topics:
         # as Faust would create it: one partition per input partition, compacted
         future = admin.create_topics(
-            [NewTopic(changelog, settings.partitions, replication_factor=-1, config={"cleanup.policy": "compact"})]
+            [NewTopic(changelog, settings.partitions, replication_factor=-1, config=CHANGELOG_CONFIG)]
         )[changelog]
         future.result(15)
-    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "partitioner": "murmur2_random"}))
+    producer = Producer(
+        settings.kafka_config(
+            **{"enable.idempotence": True, "partitioner": "murmur2_random", "message.max.bytes": STATE_MAX_BYTES}
+        )
+    )
     for agent, pipeline in pipelines.items():
         state = json.dumps(pipeline.to_dict(), separators=(",", ":")).encode()
         producer.produce(changelog, state, agent.encode())

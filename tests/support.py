@@ -152,8 +152,9 @@ class WorkerProcess:
         stop_process(self.process)
 
 
-def read_all(settings: Settings, topic: str) -> list[tuple[int, int, dict[str, Any]]]:
-    """Every record of logical ``topic`` so far as ``(partition, offset, record)``, in the order they were read.
+def read_all(settings: Settings, topic: str, *, raw: bool = False) -> list[tuple[int, int, Any]]:
+    """Every record of logical ``topic`` so far as ``(partition, offset, record)``, in the order they were read
+    (``raw``: the value's bytes, not decoded).
 
     Reads from offset 0 of every partition until each reports its end (60 s at the most), outside any group.
     """
@@ -176,7 +177,7 @@ def read_all(settings: Settings, topic: str) -> list[tuple[int, int, dict[str, A
                         at_end.add(msg.partition())
                         continue
                     raise RuntimeError(msg.error())
-                out.append((msg.partition(), msg.offset(), decode(msg.value())[1]))
+                out.append((msg.partition(), msg.offset(), msg.value() if raw else decode(msg.value())[1]))
         return out
     finally:
         consumer.close()

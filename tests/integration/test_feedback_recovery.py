@@ -21,6 +21,7 @@ import pytest
 from reverify.processors.qvalues import ArmStats
 from reverify.streams.client import AgentEvents
 from reverify.streams.embedded import free_port
+from reverify.streams.restore import CHANGELOG
 from reverify.streams.settings import Settings
 
 from tests.support import WorkerProcess, latest_qvalues, read_all
@@ -120,3 +121,45 @@ def test_kill_9_with_feedback_pending_loses_and_doubles_nothing(settings: Settin
         assert (got["q"], got["reward_mean"]) == (stats.q, stats.reward_mean), arm
     assert read_all(settings, "reverify.deadletter") == []
     print(f"killed with {N - judged_at_kill} of {N} outcomes unjudged in crl.qvalues; {replayed} replayed QValues")
+
+
+def test_an_agent_state_past_one_megabyte_checkpoints_and_recovers(settings: Settings) -> None:
+    """One agent with 6,000 outcomes awaiting feedback: its state, one changelog message, passes Kafka's default
+    1 MB limit (the worker used to stop on MessageSizeTooLargeError); it is checkpointed, read back after a
+    kill -9, and every feedback judges its outcome."""
+    waiting = 6_000
+    now = int(time.time() * 1000)
+    first = _start(settings)
+    try:
+        with AgentEvents(settings=settings) as events:
+            ids = [
+                events.outcome(agent_name="busy", task_type="t", variant_id="v1", awaiting_feedback=True, ts=now + i)
+                for i in range(waiting)
+            ]
+            assert events.flush(60) == 0
+        _wait_pending(first, settings, waiting, 180)
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+    finally:
+        first.stop()
+    states = [len(value) for _, _, value in read_all(settings, CHANGELOG, raw=True) if value]
+    assert max(states) > 1_048_576, f"the largest agent state was {max(states)} bytes: the limit was not reached"
+
+    second = _start(settings)
+    try:
+        with AgentEvents(settings=settings) as events:
+            for k, outcome_id in enumerate(ids):
+                events.feedback(outcome_id, agent_name="busy", success=True, reward=1.0, ts=now + waiting + k)
+            assert events.flush(60) == 0
+        deadline = time.monotonic() + 180
+        while True:
+            arm = latest_qvalues(settings)[0].get("busy/t/v1", {})
+            if arm.get("n") == waiting and arm.get("pending") == 0:
+                break
+            assert second.process.poll() is None, second.tail()
+            assert time.monotonic() < deadline, f"not every feedback judged its outcome within 180 s:\n{second.tail()}"
+            time.sleep(1.0)
+    finally:
+        second.stop()
+    assert (arm["timeouts"], arm["success_rate"]) == (0, 1.0)
+    assert read_all(settings, "reverify.deadletter") == []
