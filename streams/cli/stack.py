@@ -170,6 +170,9 @@ def _run_worker(settings: Settings, serve_queries: bool = False) -> None:
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
     with contextlib.suppress(SystemExit):  # Faust exits the process after a clean stop; we still clean up
         worker.execute_from_commandline()
+    reason = app.crash_reason or worker.crash_reason
+    if reason is not None:  # a supervisor (systemd, Docker, Kubernetes) restarts only a process that failed
+        raise click.ClickException(f"the worker stopped on an error: {reason!r}")
 
 
 @click.command()
