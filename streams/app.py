@@ -75,6 +75,9 @@ _SLICE_SECONDS = 0.005
 _YOUNG_COLLECTION_ALLOCATIONS = 20_000
 
 
+_RECORD_OVERHEAD = 4096  # the record batch around a state: key, headers, batch header (aiokafka counts them)
+
+
 class PipelineShell:
     """Moves bytes between Kafka and :class:`processors.pipeline.AgentPipeline`; decides nothing."""
 
@@ -127,8 +130,17 @@ class PipelineShell:
         return pipeline
 
     @staticmethod
-    def encode_state(pipeline: AgentPipeline) -> bytes:
-        return json.dumps(pipeline.to_dict(), separators=(",", ":")).encode()
+    def encode_state(pipeline: AgentPipeline, limit: int = STATE_MAX_BYTES) -> bytes:
+        """The changelog value of ``pipeline``; a state past ``limit`` stops the worker naming what to lower
+        (else Kafka's producer refuses it with a message about its own settings)."""
+        raw = json.dumps(pipeline.to_dict(), separators=(",", ":")).encode()
+        if len(raw) > limit - _RECORD_OVERHEAD:
+            raise RuntimeError(
+                f"agent {pipeline.agent_name!r}: its state is {len(raw):,} bytes, more than the {limit:,} bytes "
+                f"one changelog message holds; it waits for {pipeline.join.pending_count:,} outcomes' feedback: lower "
+                "feedback.max_pending (or max_early), or shorten feedback.timeout (docs/delayed-outcomes.md)"
+            )
+        return raw
 
     async def checkpoint(self, app: faust.App, *, ack: bool = True) -> None:
         """Write changed states to the changelog, then acknowledge the inputs they cover (module docstring)."""

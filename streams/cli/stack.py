@@ -172,7 +172,7 @@ def _run_worker(settings: Settings, serve_queries: bool = False) -> None:
         worker.execute_from_commandline()
     reason = app.crash_reason or worker.crash_reason
     if reason is not None:  # a supervisor (systemd, Docker, Kubernetes) restarts only a process that failed
-        raise click.ClickException(f"the worker stopped on an error: {reason!r}")
+        raise click.ClickException(f"the worker stopped on an error: {type(reason).__name__}: {reason}")
 
 
 @click.command()

@@ -1,11 +1,16 @@
-"""The worker's Faust wiring: the reverify:// consumer transport and the security settings passed to Faust."""
+"""The worker's Faust wiring: the reverify:// consumer transport, the security settings passed to Faust, and the
+agent states it writes to the changelog."""
 
 from __future__ import annotations
 
+import json
+
 import faust
+import pytest
 from faust.transport import drivers
+from reverify.processors.pipeline import AgentPipeline, PipelineConfig
 from reverify.streams import faust_transport
-from reverify.streams.app import WorkerSettings, create_app, faust_credentials
+from reverify.streams.app import PipelineShell, WorkerSettings, create_app, faust_credentials
 from reverify.streams.settings import Settings
 
 
@@ -44,3 +49,18 @@ def test_security_settings_reach_faust():
     assert creds.ssl_context is not None
     tls = faust_credentials(Settings.load(env={"REVERIFY_KAFKA_SECURITY_PROTOCOL": "SSL"}, path=None))
     assert isinstance(tls, faust.SSLCredentials)
+
+
+def test_a_state_past_the_changelog_limit_names_the_agent_and_what_to_lower():
+    pipeline = AgentPipeline("shop", PipelineConfig())
+    for i in range(200):
+        outcome = {"event_id": f"o{i}", "ts": i, "agent_name": "shop", "task_type": "buy", "variant_id": "v1",
+                   "awaiting_feedback": True, "features": {}, "attributes": {}}  # fmt: skip
+        pipeline.on_event("AgentOutcome", outcome, (0, i))
+    raw = PipelineShell.encode_state(pipeline)
+    assert json.loads(raw)["agent_name"] == "shop"
+    with pytest.raises(
+        RuntimeError, match=r"agent 'shop'.* waits for 200 outcomes' feedback: lower feedback\.max_pend"
+    ):
+        PipelineShell.encode_state(pipeline, limit=len(raw) + 4000)
+    assert PipelineShell.encode_state(pipeline, limit=len(raw) + 4096) == raw
