@@ -42,8 +42,16 @@ def _publish_state(settings: Settings) -> None:
 
 
 def _wait_for(router: VariantRouter, mode: str, timeout: float = 30.0) -> None:
+    """Until the router has read all three records: the topics are consumed independently, so the Q-values can
+    arrive before the active variant (thompson mode already) or one arm before the other."""
+
+    def seen() -> bool:
+        with router._lock:
+            task = router._state.tasks.get((AGENT, TASK))
+            return task is not None and task.active == "v1" and set(task.evidence) == {"v1", "v2"}
+
     deadline = time.monotonic() + timeout
-    while router.choose(AGENT, TASK).mode != mode:
+    while not seen() or router.choose(AGENT, TASK).mode != mode:
         assert time.monotonic() < deadline, "the router never saw the published state"
         time.sleep(0.05)
 
