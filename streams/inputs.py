@@ -17,8 +17,9 @@ too, for the same reason, and the pipelines get the same records.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from reverify.processors.base import derive_id
@@ -59,7 +60,11 @@ def sort_inputs(
     now_ms: int,
     dead_letter: DeadLetterSink,
 ) -> tuple[dict[str, list[Input]], int]:
-    """Decode and check ``messages``; returns each agent's inputs in message order, and the oldest event time.
+    """Decode and check ``messages``; returns each agent's inputs, and the oldest event time.
+
+    An agent's inputs keep their order within each topic; the topics are merged by event time
+    (:func:`merge_by_event_time`), so a command sent before outcomes is applied before them though a fetch lists
+    the outcomes' topic first.
 
     Parameters
     ----------
@@ -75,7 +80,7 @@ def sort_inputs(
         Gets each input that does not decode (``decode``), is of the wrong type (``wrong_type``), has an empty key
         or fails :func:`~processors.validation.check_input` (``invalid``), with its reason.
     """
-    by_agent: dict[str, list[Input]] = defaultdict(list)
+    by_agent: dict[str, dict[str, list[Input]]] = defaultdict(dict)
     oldest_ts = now_ms
     # One loop, no call per input but decode's and the check's: ~1.5 us an input less than a parse method.
     for message in messages:
@@ -102,8 +107,35 @@ def sort_inputs(
         ts = record.get("ts", now_ms)
         if ts < oldest_ts:
             oldest_ts = ts
-        by_agent[agent].append((record_type, record, (message.partition, message.offset)))
-    return by_agent, oldest_ts
+        streams = by_agent[agent]
+        stream = streams.get(message.topic)
+        if stream is None:
+            stream = streams[message.topic] = []
+        stream.append((record_type, record, (message.partition, message.offset)))
+    return {agent: merge_by_event_time(streams.values()) for agent, streams in by_agent.items()}, oldest_ts
+
+
+def merge_by_event_time(streams: Collection[list[Input]]) -> list[Input]:
+    """One agent's inputs from several topics as one sequence: each topic's in its order, the topics by event time.
+
+    Kafka orders a partition, never two topics, and one fetch lists its partitions one after another: a command
+    published before a burst of outcomes could be applied after all of them. Like Kafka Streams' timestamp
+    synchronisation (KIP-353), the next input is the earliest-stamped head of the topics; an input stamped
+    earlier than its own topic's previous one is not moved ahead of it, and a tie goes to the topic listed first.
+    Restores already feed the history in event-time order, so a live worker now agrees with them more often.
+
+    >>> outcomes = [("AgentOutcome", {"ts": t}, (0, i)) for i, t in enumerate([10, 30, 5])]
+    >>> command = [("Command", {"ts": 20}, (0, 0))]
+    >>> [(kind, r["ts"]) for kind, r, _ in merge_by_event_time([outcomes, command])]
+    [('AgentOutcome', 10), ('Command', 20), ('AgentOutcome', 30), ('AgentOutcome', 5)]
+    """
+    if len(streams) == 1:
+        return next(iter(streams))
+    return list(heapq.merge(*streams, key=_event_time))
+
+
+def _event_time(item: Input) -> int:
+    return item[1].get("ts", 0)
 
 
 def dead_letter_record(message: Any, reason: str, error_type: str, now_ms: int, worker: str) -> dict[str, Any]:
