@@ -24,9 +24,10 @@ Rules (docs/design.md section 4, issue 3):
   a critical ``Alert`` and the new ``ActiveVariant``; with no eligible target (or
   only targets in cooldown) the Alert says why and the variant stays;
 * with propensities logged (``AgentOutcome.propensity``, from ``VariantRouter.choose``), a challenger's
-  ``auto_apply`` also needs its self-normalised IPS value (:attr:`processors.qvalues.ArmStats.snips`) to reach
-  ``auto_apply_q``: the value of always playing it, estimated from the traffic routing gave it; the decision's
-  reasoning shows it;
+  ``auto_apply`` also needs its self-normalised IPS value (:attr:`processors.qvalues.ArmStats.snips`), the value
+  of always playing it estimated from the traffic routing gave it, not to be below ``auto_apply_q`` with
+  ``promotion_probability`` (its upper bound, :meth:`processors.qvalues.ArmStats.snips_upper`, reaches the bar);
+  the decision's reasoning shows it;
 * a rollback reopens exploration (:meth:`LearningLoop.reopen`): every arm keeps ``reopen_weight`` of the
   evidence of its Beta posterior, which its Q-value carries (``successes``, ``failures``) for Thompson routing
   (:mod:`processors.routing`); so does a drift alarm on the agent (:mod:`processors.pipeline`);
@@ -317,7 +318,10 @@ class LearningLoop:
         decision = classify(arm.q, arm.n, degraded, p_beats, *thresholds)
         cooled = decision == AUTO_APPLY and challenger and self._in_cooldown(self.active, variant, ts)  # type: ignore[arg-type]
         snips = arm.snips if challenger and arm.ips_n >= s.approval_n else None
-        off_policy_low = decision == AUTO_APPLY and not cooled and snips is not None and snips < s.auto_apply_q - 1e-9
+        snips_upper = arm.snips_upper(s.promotion_probability) if snips is not None else None
+        off_policy_low = (
+            decision == AUTO_APPLY and not cooled and snips_upper is not None and snips_upper < s.auto_apply_q - 1e-9
+        )
         pending = self.pending.get(variant, 0)
         awaited = decision == AUTO_APPLY and challenger and pending > arm.n  # most of its outcomes still unknown
         if cooled or off_policy_low or awaited:
@@ -341,7 +345,10 @@ class LearningLoop:
         if cooled:
             reasoning += f", but within the rollback cooldown between {self.active} and {variant}: needs human approval"
         if off_policy_low:
-            reasoning += f", but its off-policy value {snips:.3f} < {s.auto_apply_q:g}: needs human approval"
+            reasoning += (
+                f", but its off-policy value {snips:.3f} is below {s.auto_apply_q:g} (at most {snips_upper:.3f},"
+                f" {s.promotion_probability:.0%} upper bound): needs human approval"
+            )
         if snips is not None:
             reasoning += f" (SNIPS value {snips:.3f} over {arm.ips_n} routed outcomes, ESS {arm.ips_ess:.0f})"
         if pending:

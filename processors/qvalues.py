@@ -45,8 +45,10 @@ Technometrics 4(3), 419-420.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 __all__ = ["ArmStats", "step_size"]
@@ -184,6 +186,24 @@ class ArmStats:
         (0.167, 1.38)
         """
         return self.ips_reward / self.ips_weight if self.ips_weight > 0.0 else None
+
+    def snips_upper(self, confidence: float) -> float | None:
+        """One-sided upper confidence bound of :attr:`snips` at ``confidence`` (None without routed outcomes).
+
+        Normal approximation over the effective sample size :attr:`ips_ess`, with the variance a reward in [0, 1]
+        of mean ``m`` can have at most, ``m (1 - m)``: the gate that uses it asks for evidence that the off-policy
+        value is below a bar, so an arm whose true value sits on the bar is not held back half of the time.
+
+        >>> arm = ArmStats()
+        >>> for i in range(100):
+        ...     _ = arm.update(i % 10 != 0, float(i % 10 != 0), propensity=0.1)
+        >>> round(arm.snips, 3), round(arm.snips_upper(0.95), 3)
+        (0.9, 0.949)
+        """
+        m = self.snips
+        if m is None:
+            return None
+        return m + NormalDist().inv_cdf(confidence) * math.sqrt(m * (1.0 - m) / self.ips_ess)
 
     @property
     def ips_ess(self) -> float:

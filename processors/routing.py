@@ -12,8 +12,9 @@ Modes (:class:`RoutingSettings` ``mode``, or per router):
 * ``thompson``: Thompson sampling over the eligible arms' Beta posteriors (:mod:`processors.thompson`), safety first:
 
   - no traffic to an arm the safety matrix marks ``no_action`` once it has ``exclude_min_n`` outcomes of evidence
-    (the active variant excepted: rollbacks are what move traffic off it), to an arm in rollback cooldown (rolled
-    back from within ``cooldown_ms``), or to an arm whose circuit is open (an AgentControl ``circuit`` record whose
+    and a posterior that makes ``approval_q`` unlikely (:meth:`RoutingState.excluded_by_evidence`; the active
+    variant excepted: rollbacks are what move traffic off it), to an arm in rollback cooldown (rolled back from
+    within ``cooldown_ms``), or to an arm whose circuit is open (an AgentControl ``circuit`` record whose
     component is the variant id, or ``variant:<id>``);
   - no exploration while the agent is paused: the active variant, propensity 1;
   - an arm that is neither the active variant nor passed the promotion gate (decision ``auto_apply``) gets at most
@@ -72,6 +73,7 @@ from reverify.processors.experiments.assignment import assign
 from reverify.processors.experiments.record import RUNNING
 from reverify.processors.safety import AUTO_APPLY, NO_ACTION
 from reverify.processors.thompson import Evidence, PropensityCache, apply_cap, choose_arm
+from scipy.special import betainc
 
 __all__ = ["MODES", "Choice", "RoutingSettings", "RoutingState", "evidence_of"]
 
@@ -179,6 +181,9 @@ class RoutingState:
         :class:`RoutingSettings`.
     cooldown_ms
         The rollback cooldown when ``settings.cooldown_ms`` is ``None`` (the learning loop's).
+    approval_q, promotion_probability
+        The learning loop's: a ``no_action`` arm is excluded only while its posterior gives less than
+        ``1 - promotion_probability`` to a success rate of ``approval_q`` or more (:meth:`excluded_by_evidence`).
     rng, np_rng
         Sources of the Thompson draws and of the Monte Carlo propensities; seed them for reproducible runs.
     """
@@ -188,11 +193,15 @@ class RoutingState:
         settings: RoutingSettings | None = None,
         *,
         cooldown_ms: int = 900_000,
+        approval_q: float = 0.7,
+        promotion_probability: float = 0.95,
         rng: random.Random | None = None,
         np_rng: np.random.Generator | None = None,
     ) -> None:
         self.settings = settings or RoutingSettings()
         self.cooldown_ms = cooldown_ms if self.settings.cooldown_ms is None else self.settings.cooldown_ms
+        self.approval_q = approval_q
+        self.promotion_probability = promotion_probability
         self.rng = rng or random.Random()
         self.propensities = PropensityCache(self.settings.propensity_samples, rng=np_rng)
         self.tasks: dict[tuple[str, str], _Task] = {}
@@ -326,7 +335,25 @@ class RoutingState:
             return True
         if name == task.active or task.decisions.get(name) != NO_ACTION:
             return False
-        return sum(task.evidence.get(name, (0, 0))) >= self.settings.exclude_min_n
+        return self.excluded_by_evidence(*task.evidence.get(name, (0, 0)))
+
+    def excluded_by_evidence(self, successes: int, failures: int) -> bool:
+        """Whether a ``no_action`` arm with this posterior evidence gets no traffic.
+
+        ``no_action`` comes from the arm's Q-value, an exponentially weighted mean of the last ~20 outcomes: an arm
+        succeeding 90 % of the time dips below ``approval_q`` now and then, and an arm excluded at such a moment got
+        no traffic again, so its decision never changed (an end-to-end run lost its best variant so). The
+        exclusion therefore also needs ``exclude_min_n`` outcomes and a posterior, ``Beta(1 + successes,
+        1 + failures)``, that gives less than ``1 - promotion_probability`` to reaching ``approval_q``.
+
+        >>> state = RoutingState()
+        >>> state.excluded_by_evidence(15, 15), state.excluded_by_evidence(80, 8), state.excluded_by_evidence(5, 5)
+        (True, False, False)
+        """
+        if successes + failures < self.settings.exclude_min_n:
+            return False
+        reaches = betainc(1 + failures, 1 + successes, 1.0 - self.approval_q)  # P(rate >= approval_q)
+        return bool(reaches < 1.0 - self.promotion_probability)
 
     # -- state --------------------------------------------------------------------------------------
 

@@ -817,9 +817,14 @@ class VariantRouter:
                 raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
             routing = dataclasses.replace(routing, mode=mode)
         self.mode = routing.mode
-        cooldown = self.settings.section("learning", LearningSettings).cooldown_ms
+        learning = self.settings.section("learning", LearningSettings)
         self._state = RoutingState(
-            routing, cooldown_ms=cooldown, rng=random.Random(seed), np_rng=np.random.default_rng(seed)
+            routing,
+            cooldown_ms=learning.cooldown_ms,
+            approval_q=learning.approval_q,
+            promotion_probability=learning.promotion_probability,
+            rng=random.Random(seed),
+            np_rng=np.random.default_rng(seed),
         )
         extra: dict[str, Any] = {"auto.offset.reset": "earliest", "enable.auto.commit": False}
         if bootstrap:
