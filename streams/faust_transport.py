@@ -25,7 +25,9 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from faust.types.tuples import ack_lock
+from faust.utils.functional import consecutive_numbers
 from mode.utils.futures import notify
 
 #: Set by :func:`streams.app.create_app` from the worker settings before the consumer starts.
@@ -160,6 +162,41 @@ class Consumer(faust_aiokafka.Consumer):
                         n += 1
             self._n_acked += n
             notify(self._waiting_for_ack)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """The offset to commit for ``tp``: Faust's, except that a gap never repeats an acknowledged offset.
+
+        Faust adds the registered gaps below the highest acknowledged offset to the acknowledged ones and commits up
+        to the first hole; it does not look whether an offset of a gap was acknowledged too. One can be: after a
+        rebalance, the new owner's consumer may resume from a later committed offset than the one Faust read for its
+        seek (the previous owner's last commit raced its death), so the first fetch jumps past records that a later
+        fetch delivers after all. A repeated offset ends every run of consecutive offsets, so each commit then
+        advanced by one offset a second and the committed offset trailed the input for hours (CI, test_worker_gaps:
+        6,000 offsets behind after a full recovery). The offsets in such a gap were committed by a worker, so they
+        were durably applied; what matters is that each counts once. Gap offsets added here join the index, so a
+        record arriving later at one is not added again (:meth:`acknowledge`).
+        """
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        index = self._acked_index[tp]
+        gap = self._gap[tp]
+        if gap:
+            highest = max(acked)
+            spans = sorted(gap.overlap(0, highest))
+            if spans:
+                missing = [offset for span in spans for offset in range(span.begin, span.end) if offset not in index]
+                acked.extend(missing)
+                index.update(missing)
+                gap.chop(0, max(spans[-1].end, highest + 1))
+        acked.sort()
+        committed = self._committed_offset[tp]
+        if committed and acked[0] - committed > 1:
+            return None  # the first offsets after the committed one are neither acknowledged nor known gaps yet
+        run = next(consecutive_numbers(acked))
+        del acked[: len(run)]
+        index.difference_update(run)
+        return run[-1] + 1
 
     async def _fetch(self, timeout: float) -> list[tuple[Any, list[Any]]]:  # pragma: no cover - runs in the worker
         """One fetch as ``(tp, aiokafka records)`` pairs, the records of a partition in offset order.

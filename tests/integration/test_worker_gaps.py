@@ -123,19 +123,20 @@ def test_gaps_kills_and_rebalances_lose_nothing(settings: Settings, tmp_path: Pa
 
         expected = uninterrupted_qvalues(settings)
         deadline = time.monotonic() + 90
-        while True:
-            latest, replayed = latest_qvalues(settings)
-            if latest.keys() == expected.keys() and all(
-                latest[k]["event_id"] == v["event_id"] for k, v in expected.items()
-            ):
-                break
+        # Whole records, not only their event ids: a rollback publishes every arm's QValue again (its evidence
+        # reopened) under an id derived from the same outcome, so an id can match before the arm's last record.
+        while (latest := latest_qvalues(settings))[0] != expected:
             assert c.process.poll() is None, c.tail()
-            assert time.monotonic() < deadline, f"no full recovery within 90 s:\n{c.tail()}"
+            differ = sorted(k for k in expected if latest[0].get(k) != expected[k])
+            assert time.monotonic() < deadline, f"no full recovery within 90 s: {differ} differ\n{c.tail()}"
             time.sleep(0.5)
+        latest, replayed = latest
         # Commits pass the gaps: the group's committed offsets reach past the last record of every partition. (Not
-        # past the commit marker after it: a consumer learns of a gap only from the record that follows it.)
+        # past the commit marker after it: a consumer learns of a gap only from the record that follows it.) Faust
+        # once counted offsets both acknowledged and in a gap twice, and the commits crept (faust_transport).
+        deadline = time.monotonic() + 30
         while (behind := _uncommitted(settings)) > 0:
-            assert time.monotonic() < deadline, f"{behind} offsets never committed:\n{c.tail()}"
+            assert time.monotonic() < deadline, f"{behind} offsets not committed 30 s after the recovery:\n{c.tail()}"
             time.sleep(0.5)
     finally:
         for worker in workers:
