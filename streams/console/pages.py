@@ -91,10 +91,10 @@ def records_table(records: Sequence[dict[str, Any]], empty: str = "(none)") -> M
 # ------------------------------------------------------------------------------------------------------- fleet
 
 
-def fleet_page(board: dict[str, Any], fleet: dict[str, Any], extras: dict[str, dict[str, Any]]) -> Markup:
+def fleet_page(board: dict[str, Any], fleet: dict[str, Any]) -> Markup:
     """System health (the dashboard's overview), fleet charts with the rollbacks marked, firing alerts, recent
-    rollbacks with their ids, pending proposals, and any further canned query the history offers
-    (``extras``: incidents, experiments ...)."""
+    rollbacks with their ids, pending proposals, incidents, error budgets and the running experiments with their
+    status (``running_experiments``, as ``reverify experiment status`` gives it)."""
     overview = board.get("overview") or {}
     status = str(board.get("status") or "")
     tiles = join(
@@ -180,9 +180,39 @@ def fleet_page(board: dict[str, Any], fleet: dict[str, Any], extras: dict[str, d
     for key, title in (("recent_incidents", "Recent incidents (MTTR)"), ("error_budgets", "Error budgets (SLOs)")):
         if key in board:  # sections the dashboard offers as other parts of reverify add them
             sections += [tag("h2", title), records_table(board[key])]
-    for name, answer in extras.items():
-        sections += [tag("h2", name.capitalize()), answer_table(answer)]
+    sections += [tag("h2", "Running experiments"), _experiments_table(board.get("running_experiments") or [])]
     return page("Fleet", "fleet", join(sections))
+
+
+def _percent(x: float | None) -> str:
+    return "" if x is None else f"{x:+.2%}"
+
+
+def _experiments_table(statuses: Sequence[dict[str, Any]]) -> Markup:
+    """One row per running experiment: its variants' units, the first treatment's lift and always-valid interval,
+    the decision and why (``reverify experiment status NAME`` has the rest).
+
+    >>> s = {"name": "e1", "agent_name": "a", "task_type": "t", "metric": "success_rate", "units": 40,
+    ...      "variants": [{"variant_id": "c", "n": 20}, {"variant_id": "t", "n": 20}], "lift": 0.05,
+    ...      "ci": [-0.1, 0.2], "decision": "continue", "reason": "more units needed"}
+    >>> "<td>[-10.00%, +20.00%]</td>" in _experiments_table([s])
+    True
+    """
+    rows = [
+        [
+            tag("code", s["name"], class_="experiment"),
+            _agent_link(s["agent_name"], s["task_type"]),
+            s["metric"],
+            ", ".join(f"{v['variant_id']} {v['n']}" for v in s["variants"]),
+            _percent(s.get("lift")),
+            "" if not s.get("ci") else f"[{_percent(s['ci'][0])}, {_percent(s['ci'][1])}]",
+            tag("b", s["decision"]),
+            s.get("reason") or "",
+        ]
+        for s in statuses
+    ]
+    columns = ["experiment", "agent/task", "metric", "units", "lift", "95 % always-valid interval", "decision", "why"]
+    return table(columns, rows, empty="no running experiments")
 
 
 # ------------------------------------------------------------------------------------------------------- agents

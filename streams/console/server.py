@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +28,6 @@ from reverify.streams.settings import Settings
 
 log = logging.getLogger("reverify.console")
 STATIC = Path(__file__).parent / "static"
-# Canned queries other parts of reverify may add beyond the dashboard's; the fleet page shows each one offered.
-FLEET_EXTRAS = ("experiments",)
 _DRIFT_CHARTS = 6
 T = TypeVar("T")
 
@@ -205,11 +204,35 @@ def _canned(client: Any, name: str, **filters: Any) -> dict[str, Any]:
 
 def _fleet_data(client: Any) -> tuple[Any, ...]:
     from reverify.sinks import series
-    from reverify.sinks.analytics import QUERIES
     from reverify.sinks.dashboard import dashboard
 
-    extras = {name: _canned(client, name) for name in FLEET_EXTRAS if name in QUERIES}
-    return dashboard(client), series.fleet(client), extras
+    board = dashboard(client)
+    board["running_experiments"] = _experiment_statuses(client, board.get("running_experiments") or [])
+    return board, series.fleet(client)
+
+
+def _experiment_statuses(client: Any, running: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each running experiment's ``reverify experiment status``: units, lift, interval, decision, from the history."""
+    if not running:
+        return []
+    from reverify.processors.experiments import evaluate
+    from reverify.sinks.analytics import run_sql
+    from reverify.streams.cli.experiment import arm_summaries
+    from reverify.streams.restore import EXPERIMENT_FIELDS, LATEST_EXPERIMENTS_SQL
+
+    def query(sql: str, params: dict[str, Any]) -> list[list[Any]]:
+        return run_sql(client, sql, params)["rows"]
+
+    records = {
+        r["name"]: r
+        for r in (dict(zip(EXPERIMENT_FIELDS, v, strict=True)) for (v,) in query(LATEST_EXPERIMENTS_SQL, {}))
+    }
+    now_ms = int(time.time() * 1000)
+    return [
+        evaluate(records[r["name"]], arm_summaries(query, records[r["name"]], now_ms))
+        for r in running
+        if r["name"] in records
+    ]
 
 
 def _agent_data(client: Any, name: str) -> tuple[Any, ...]:

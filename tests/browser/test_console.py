@@ -9,6 +9,7 @@ with screenshots at 1280x800 written for each page; no page may log a console er
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -21,7 +22,7 @@ import pytest
 from reverify.streams.client import AgentEvents
 from reverify.streams.settings import Settings
 
-from tests.support import WorkerProcess, make_settings, read_all
+from tests.support import WorkerProcess, make_settings, read_all, settings_env
 
 pytestmark = pytest.mark.integration
 REVERIFY = str(Path(sys.executable).with_name("reverify"))
@@ -172,6 +173,23 @@ def test_fleet_page_shows_the_rollback_id_and_draws_its_charts(stack: Stack, bro
     assert page.locator("svg.chart path.series").count() >= 2  # success rate, reward, outcomes drawn
     assert page.locator(f'svg.chart g.marker.rollback[data-id="{rollback["rollback_id"]}"]').count() >= 1
     browser.open(stack.url + "/", shot="fleet")
+
+
+def test_fleet_page_shows_a_running_experiment_with_its_decision(stack: Stack, browser: Browser) -> None:
+    name = f"exp-{stack.uid}"
+    started = subprocess.run(
+        [REVERIFY, "experiment", "start", name, "--agent", stack.waiting, "--task", TASK, "--variants", "v1,v2"],
+        env=settings_env(stack.settings), cwd=stack.settings.data_dir, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    page = browser.reload_until(
+        stack.url + "/",
+        "listing the experiment",
+        lambda p: name in p.locator("code.experiment").all_inner_texts(),
+    )
+    cells = page.locator("tr", has=page.locator("code.experiment", has_text=name)).locator("td").all_inner_texts()
+    assert cells[1:4] == [stack.waiting, "success_rate", "v1 0, v2 0"], cells  # no unit assigned yet
+    assert cells[6] == "continue" and "100 units" in cells[7], cells
 
 
 def test_agent_page_marks_the_rollback_on_its_charts(stack: Stack, browser: Browser) -> None:
