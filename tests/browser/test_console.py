@@ -73,7 +73,8 @@ def _publish(settings: Settings, stack: Stack) -> None:
     v1 stays active), the failing one (its assurance case fails; no rollback inhibits the alert), and the agent
     whose name is a script."""
     rng = random.Random(3)
-    base = int(time.time() * 1000)
+    # Spread over the last 40 minutes, so that the charts (and the screenshots in the README) draw lines
+    base = int(time.time() * 1000) - 2_400_000
     with AgentEvents(settings=settings) as events:
         for i in range(500):
             variant = "v2" if i % 2 == 0 else "v1"
@@ -81,18 +82,18 @@ def _publish(settings: Settings, stack: Stack) -> None:
             success = rng.random() < p
             events.outcome(
                 agent_name=stack.degrading, task_type=TASK, variant_id=variant, success=success,
-                reward=1.0 if success else 0.0, ts=base + i,
+                reward=1.0 if success else 0.0, ts=base + i * 4_800,
             )  # fmt: skip
         for i in range(24):
             variant = "v1" if i < 12 else "v2"
             events.outcome(
                 agent_name=stack.waiting, task_type=TASK, variant_id=variant, success=variant == "v2",
-                reward=0.5 if variant == "v1" else 0.8, ts=base + i,
+                reward=0.5 if variant == "v1" else 0.8, ts=base + i * 100_000,
             )  # fmt: skip
         for i in range(150):  # half succeed from the start: the case fails, and there is no change to roll back
             events.outcome(
                 agent_name=stack.failing, task_type=TASK, variant_id="v0", success=i % 2 == 0,
-                reward=0.5, ts=base + i,
+                reward=0.5, ts=base + i * 16_000,
             )  # fmt: skip
         for i in range(5):
             events.outcome(
@@ -143,7 +144,7 @@ class Browser:
             f"{url}: {response and response.status} {self.page.inner_text('main')[:500]}"
         )
         if shot:
-            self.page.screenshot(path=str(self.shots / f"{shot}.png"))
+            self.page.screenshot(path=str(self.shots / f"console-{shot}.png"))  # docs/images' names
         return self.page
 
     def reload_until(self, url: str, what: str, check: Callable[[Any], bool], timeout: float = 60.0) -> Any:
@@ -264,7 +265,8 @@ def test_every_page_renders_without_console_errors(stack: Stack, browser: Browse
     if first.count():
         first.click()
         drift.wait_for_load_state()
-        drift.screenshot(path=str(browser.shots / "drift-series.png"))
+        drift.screenshot(path=str(browser.shots / "console-drift-series.png"))
     browser.page.wait_for_timeout(500)  # console.js has run
     assert browser.errors == []
-    assert sorted(p.name for p in browser.shots.glob("*.png")) >= ["agent.png", "agents.png", "alerts.png"]
+    shots = {p.name for p in browser.shots.glob("console-*.png")}
+    assert {f"console-{name}.png" for name in ("fleet", "agent", "agents", "drift", "alerts", "proposals")} <= shots
