@@ -1,5 +1,6 @@
 """End to end: a degradation fed through the SDK to a real ``reverify worker`` opens an incident that ends on a
-verified recovery, with its MTTR in ``reverify query incidents``; with the restored variant failing too, it escalates.
+verified recovery, with its MTTR in ``reverify query incidents``; with the restored variant failing too, it escalates,
+and ``reverify notify`` delivers the rollback and the escalation, both naming the incident, to a webhook.
 
 Outcomes carry the wall-clock time (the SDK's default), as in production: the worker's timer escalates by it.
 """
@@ -12,24 +13,46 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from reverify.streams.client import AgentEvents
 from reverify.streams.embedded import free_port
 
+from tests.receivers import RecordingServer
 from tests.support import settings_env
 
 CONFIG = """
 [incidents]
 verify_min_outcomes = 20
 escalate_after_ms = 8000
+
+[[receivers]]
+name = "oncall"
+webhook = "{url}"
+
+[[routes]]
+match_re = {{ agent_name = "inc-.*" }}
+receiver = "oncall"
+group_by = ["agent_name", "incident_id"]
+
+[notify]
+group_wait = "0s"
+group_interval = "1s"
 """
 
 
 @pytest.fixture(scope="module")
-def worker(worker_factory: Any) -> Any:
-    return worker_factory(CONFIG)
+def hook() -> Iterator[RecordingServer]:
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def worker(worker_factory: Any, hook: RecordingServer) -> Any:
+    return worker_factory(CONFIG.format(url=hook.url))
 
 
 def _degrade(events: AgentEvents, agent: str, rng: random.Random) -> None:
@@ -119,18 +142,40 @@ def test_incident_resolves_verified_with_its_mttr_in_query_incidents(worker: Any
     assert people.returncode == 0 and done["incident_id"] in people.stdout and "verified" in people.stdout
 
 
-def test_restored_variant_also_failing_escalates_with_a_critical_alert(worker: Any, e2e: Any) -> None:
+def test_restored_variant_also_failing_escalates_with_a_critical_alert(
+    worker: Any, e2e: Any, hook: RecordingServer
+) -> None:
     settings, agent = worker.settings, f"inc-bad-{uuid.uuid4().hex[:6]}"
     incidents, alerts = e2e.Follower(settings, "crl.incidents"), e2e.Follower(settings, "alerts")
-    rng = random.Random(4)
-    with AgentEvents(settings=settings) as events:
-        _degrade(events, agent, rng)
-        _, opened = incidents.wait(lambda r: r["agent_name"] == agent, timeout=60)
-        _restored(events, agent, rng, 0.3, 40)
-    # escalate_after_ms (8 s) after the alarm, the worker's timer escalates it
-    _, escalated = incidents.wait(lambda r: r["agent_name"] == agent and r["status"] == "escalated", timeout=40)
-    assert escalated["incident_id"] == opened["incident_id"]
-    assert escalated["escalation_reason"] == "still failing" and "lower bound" in escalated["why"]
-    _, alert = alerts.wait(lambda a: a["source"] == "incident" and a["labels"].get("agent_name") == agent)
-    assert (alert["status"], alert["severity"]) == ("firing", "critical")
-    assert alert["labels"]["incident_id"] == opened["incident_id"]
+    notify = e2e.spawn(settings, [e2e.REVERIFY, "notify"])
+    try:
+        rng = random.Random(4)
+        with AgentEvents(settings=settings) as events:
+            _degrade(events, agent, rng)
+            _, opened = incidents.wait(lambda r: r["agent_name"] == agent, timeout=60)
+            _restored(events, agent, rng, 0.3, 40)
+        # escalate_after_ms (8 s) after the alarm, the worker's timer escalates it
+        _, escalated = incidents.wait(lambda r: r["agent_name"] == agent and r["status"] == "escalated", timeout=40)
+        assert escalated["incident_id"] == opened["incident_id"]
+        assert escalated["escalation_reason"] == "still failing" and "lower bound" in escalated["why"]
+        _, alert = alerts.wait(lambda a: a["source"] == "incident" and a["labels"].get("agent_name") == agent)
+        assert (alert["status"], alert["severity"]) == ("firing", "critical")
+        assert alert["labels"]["incident_id"] == opened["incident_id"]
+
+        # People hear of both: the rollback, then the escalation, each naming the incident.
+        def delivered(requests: list[Any]) -> dict[str, dict[str, Any]]:
+            found = {}
+            for request in requests:
+                for a in request.json()["alerts"]:
+                    if a["labels"].get("agent_name") == agent and a["status"] == "firing":
+                        found.setdefault(a["labels"]["alertname"], a)
+            return found
+
+        hook.wait(lambda rs: {"rollback", "incident"} <= delivered(rs).keys(), timeout=60)
+        sent = delivered(hook.accepted())
+        assert {sent[name]["labels"]["incident_id"] for name in ("rollback", "incident")} == {opened["incident_id"]}
+        assert sent["incident"]["labels"]["severity"] == "critical"
+        assert "still failing" in sent["incident"]["annotations"]["title"]
+    finally:
+        code, stderr = e2e.stop(notify)
+    assert "Traceback" not in stderr, stderr
