@@ -251,6 +251,44 @@ def test_alerts_reach_the_webhook_firing_then_resolved_and_offsets_follow(
         run.close()
 
 
+def test_group_wait_interval_and_repeat_pace_what_a_real_webhook_receives(
+    settings: Settings, servers: list[RecordingServer]
+) -> None:
+    """Alertmanager's timers, seconds instead of minutes: a new group waits ``group_wait`` and sends its alerts
+    together; a change waits ``group_interval`` after the last notification; nothing new, ``repeat_interval``."""
+    hook = serve(servers)
+    timers = {"group_wait": "2s", "group_interval": "3s", "repeat_interval": "5s"}
+    run = Running(settings, {"receivers": [{"name": "ops", "webhook": hook.url}], "notify": {**FAST, **timers},
+                             "routes": [{"receiver": "ops", "group_by": ["agent_name"]}]})  # fmt: skip
+    arrived: list[float] = []
+
+    def next_request(count: int, timeout: float = 20.0) -> dict[str, Any]:
+        requests = hook.wait(lambda rs: len(rs) >= count, timeout)
+        arrived.append(time.monotonic())
+        return requests[count - 1].json()
+
+    try:
+        first = the_alert("pacer", source="rollback")
+        start = time.monotonic()
+        publish_alerts(settings, first)
+        time.sleep(0.5)
+        second = the_alert("pacer", source="degradation", severity="warning")
+        publish_alerts(settings, second)
+        body = next_request(1)
+        assert {a["fingerprint"] for a in body["alerts"]} == {first["fingerprint"], second["fingerprint"]}
+        assert 2.0 <= arrived[0] - start < 6.0, arrived[0] - start  # group_wait held the first, batched the second
+        third = the_alert("pacer", source="assurance", severity="warning")
+        publish_alerts(settings, third)
+        body = next_request(2)
+        assert third["fingerprint"] in {a["fingerprint"] for a in body["alerts"]}
+        assert arrived[1] - arrived[0] >= 3.0 - 0.1, arrived  # group_interval after the last notification
+        body = next_request(3)  # nothing new: the group is sent again, all three still firing
+        assert len(body["alerts"]) == 3 and body["status"] == "firing"
+        assert arrived[2] - arrived[1] >= 5.0 - 0.1, arrived  # repeat_interval
+    finally:
+        run.close()
+
+
 def test_a_receiver_that_never_accepts_is_dead_lettered_and_the_others_hear_of_it(
     settings: Settings, servers: list[RecordingServer]
 ) -> None:
