@@ -91,10 +91,11 @@ def records_table(records: Sequence[dict[str, Any]], empty: str = "(none)") -> M
 # ------------------------------------------------------------------------------------------------------- fleet
 
 
-def fleet_page(board: dict[str, Any], fleet: dict[str, Any]) -> Markup:
-    """System health (the dashboard's overview), fleet charts with the rollbacks marked, firing alerts, recent
-    rollbacks with their ids, pending proposals, incidents, error budgets and the running experiments with their
-    status (``running_experiments``, as ``reverify experiment status`` gives it)."""
+def fleet_page(board: dict[str, Any], fleet: dict[str, Any], live: Sequence[dict[str, Any]] = ()) -> Markup:
+    """System health (the dashboard's overview), the alerts published just now (``live``, from the topic:
+    :mod:`~reverify.streams.console.live`), fleet charts with the rollbacks marked, firing alerts, recent rollbacks
+    with their ids, pending proposals, incidents, error budgets and the running experiments with their status
+    (``running_experiments``, as ``reverify experiment status`` gives it)."""
     overview = board.get("overview") or {}
     status = str(board.get("status") or "")
     tiles = join(
@@ -170,6 +171,8 @@ def fleet_page(board: dict[str, Any], fleet: dict[str, Any]) -> Markup:
         tag("div", tiles, class_="tiles"),
         tag("h2", "Fleet over the last hour"),
         tag("div", charts, class_="grid2"),
+        tag("h2", "Live: the latest alerts on the topic"),
+        _live_table(live),
         tag("h2", join(["Firing alerts ", link("/alerts", "(all alerts)")])),
         alerts,
         tag("h2", "Recent rollbacks"),
@@ -182,6 +185,31 @@ def fleet_page(board: dict[str, Any], fleet: dict[str, Any]) -> Markup:
             sections += [tag("h2", title), records_table(board[key])]
     sections += [tag("h2", "Running experiments"), _experiments_table(board.get("running_experiments") or [])]
     return page("Fleet", "fleet", join(sections))
+
+
+def _live_table(alerts: Sequence[dict[str, Any]]) -> Markup:
+    """The alerts the console read from the topic, newest first (what the history may not hold yet).
+
+    >>> a = {"ts": 0, "status": "firing", "severity": "critical", "title": "<b>", "labels": {"agent_name": "x"}}
+    >>> "<td>&lt;b&gt;</td>" in _live_table([a])
+    True
+    """
+    rows = [
+        [
+            when(a["ts"]),
+            a["status"],
+            _severity(a["severity"]),
+            a["title"],
+            _agent_link(a["labels"].get("agent_name", "")),
+        ]
+        for a in alerts
+    ]
+    return table(
+        ["time", "status", "severity", "title", "agent"],
+        rows,
+        empty="no alerts on the topic",
+        class_="live",
+    )
 
 
 def _percent(x: float | None) -> str:

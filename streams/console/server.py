@@ -24,6 +24,7 @@ from aiohttp import web
 from reverify.streams.console import pages
 from reverify.streams.console.auth import access_middleware
 from reverify.streams.console.html import Markup
+from reverify.streams.console.live import LiveAlerts
 from reverify.streams.settings import Settings
 
 log = logging.getLogger("reverify.console")
@@ -53,6 +54,8 @@ class Console:
         self.settings = settings
         self.by = by
         self._notices: OrderedDict[str, str] = OrderedDict()
+        self.live = LiveAlerts(keep=10)  # followed from the first look at the fleet page
+        self._following = False
 
     # ----------------------------------------------------------------------------------------- reading
 
@@ -96,7 +99,10 @@ class Console:
     # ----------------------------------------------------------------------------------------- pages
 
     async def fleet(self, request: web.Request) -> web.Response:
-        return await self._page(pages.fleet_page, _fleet_data)
+        if not self._following:
+            self._following = True
+            self.live.follow(self.settings)
+        return await self._page(lambda *data: pages.fleet_page(*data, self.live.recent()), _fleet_data)
 
     async def agents(self, request: web.Request) -> web.Response:
         from reverify.sinks import series
@@ -316,6 +322,10 @@ def create_web_app(settings: Settings, by: str) -> web.Application:
         result, status = await console._blocking(answer_query, settings, body)
         return web.json_response(result, status=status)
 
+    async def stop_following(_app: web.Application) -> None:
+        console.live.close()
+
+    app.on_cleanup.append(stop_following)
     add_routes(app.router, console)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

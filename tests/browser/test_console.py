@@ -19,6 +19,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from confluent_kafka import Producer
+from reverify.processors.base import make_alert
+from reverify.schemas import encode
 from reverify.streams.client import AgentEvents
 from reverify.streams.settings import Settings
 
@@ -191,6 +194,24 @@ def test_fleet_page_shows_a_running_experiment_with_its_decision(stack: Stack, b
     cells = page.locator("tr", has=page.locator("code.experiment", has_text=name)).locator("td").all_inner_texts()
     assert cells[1:4] == [stack.waiting, "success_rate", "v1 0, v2 0"], cells  # no unit assigned yet
     assert cells[6] == "continue" and "100 units" in cells[7], cells
+
+
+def test_fleet_page_follows_the_alerts_topic_live(stack: Stack, browser: Browser) -> None:
+    browser.open(stack.url + "/")  # the console follows the topic from the first look at the fleet page
+    # (an agent of its own: the worker holds no state for this alert, so it could not be acknowledged)
+    now = int(time.time() * 1000)
+    title = f"live check {stack.uid}: queue depth over 500"
+    alert = make_alert(source="circuit", status="firing", severity="warning", title=title,
+                       labels={"agent_name": f"live-{stack.uid}"}, ts=now, starts_at=now, cause=now,
+                       evidence={"value": 612, "threshold": 500, "sample_size": 1}).value  # fmt: skip
+    producer = Producer(stack.settings.kafka_config())
+    producer.produce(stack.settings.topic("alerts"), encode("Alert", alert), alert["fingerprint"].encode())
+    assert producer.flush(20) == 0
+    page = browser.reload_until(
+        stack.url + "/", "showing the live alert", lambda p: title in p.locator("table.live").inner_text(), 30
+    )
+    row = page.locator("table.live tr", has_text=title).first.locator("td").all_inner_texts()
+    assert row[1:3] == ["firing", "warning"] and row[4] == f"live-{stack.uid}", row
 
 
 def test_agent_page_marks_the_rollback_on_its_charts(stack: Stack, browser: Browser) -> None:
