@@ -376,6 +376,10 @@ def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_que
 
     @app.timer(interval=1.0)
     async def tick() -> None:
+        if app.rebalancing:
+            # Until Faust has recovered the table from the changelog, a state read from it may be an older one;
+            # cached, the inputs since the committed offset would be applied to it and those before lost.
+            return
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == settings.topic(INPUTS[0])}
         agents = [key_text(k) for k in list(table.keys()) if _partition_of(table, k) in owned]
         # Delivered in the background; the next checkpoint flushes them before writing the states they changed.

@@ -104,6 +104,8 @@ class Consumer(faust_aiokafka.Consumer):
             # Faust's own loop sleeps here too: getmany may return at once, and the loop must get a turn.
             await asyncio.sleep(0)
             for tp, records in await self._fetch(timeout=1.0):
+                if not await self._resumes_where_sought(tp, records[0].offset):
+                    continue
                 last = read_offset[tp]
                 if last is not None and records[0].offset < last:
                     # already read (a seek back during a rebalance): Faust drops these as well
@@ -133,6 +135,30 @@ class Consumer(faust_aiokafka.Consumer):
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
+
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets, remembering them: each partition's next fetch must start there."""
+        await super().perform_seek()
+        self._sought: dict[TP, int] = {tp: o for tp, o in self._read_offset.items() if o is not None}
+        self._jumped: dict[TP, int] = {}
+
+    async def _resumes_where_sought(self, tp: TP, first: int) -> bool:
+        """False, after seeking ``tp`` back, when its first fetch since a seek starts past the sought offset.
+
+        After a rebalance the consumer can resume from a later offset than the committed one Faust read and sought
+        to (seen on the embedded broker when the previous owner's last commit raced its death). Handled, that fetch
+        would let the pipelines' replay guard (the highest offset applied) skip the records below it when they come
+        after all: inputs lost. So the partition is sought again, once; one offset past the sought one is normal
+        (a commit marker), and a fetch that starts at the same later offset twice shows offsets that do not exist.
+        """
+        sought = getattr(self, "_sought", {}).pop(tp, None)
+        if sought is None or first <= sought + 1 or self._jumped.get(tp) == first:
+            return True
+        self._jumped[tp] = first
+        self.log.warning("%s resumed at offset %s, not at the committed %s: seeking back", tp, first, sought)
+        await self.seek(tp, sought)
+        self._sought[tp] = sought
+        return False
 
     def acknowledge(self, runs: list[OffsetRun]) -> None:
         """Acknowledge handled inputs, given as :func:`offset_runs`: what :meth:`Consumer.ack` does for each message.

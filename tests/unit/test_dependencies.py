@@ -37,6 +37,8 @@ CONSUMER_ATTRIBUTES = (
     "should_stop",
     "flow_active",
     "perform_seek",
+    "seek",
+    "_gap",
     "_buffered_partitions",
 )
 
@@ -44,6 +46,7 @@ CONSUMER_ATTRIBUTES = (
 MODULE_ATTRIBUTES = (
     ("faust.types.tuples", "ack_lock"),
     ("faust.types.tuples", "Message.incref"),
+    ("faust.utils.functional", "consecutive_numbers"),
     ("mode.utils.futures", "notify"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer"),
     ("faust.transport.drivers.aiokafka", "Consumer._new_consumer_thread"),
@@ -59,6 +62,7 @@ SOURCE_USES = (
     (faust_consumer.Fetcher, "_drain_messages"),  # the fetcher's loop calls our whole-fetch drain
     (faust_consumer.ThreadDelegateConsumer, "_new_consumer_thread"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    (faust_consumer.Consumer._filter_committable_offsets, "_new_offset"),  # our _new_offset decides the commit
     ("aiokafka.consumer.consumer:AIOKafkaConsumer.__init__", "self._fetch_max_wait_ms"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer.start", "self._fetch_max_wait_ms"),  # handed to the Fetcher
 )
