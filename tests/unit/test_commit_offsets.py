@@ -9,6 +9,8 @@ the offsets in both the gap and the acknowledgements twice, and each commit adva
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from reverify.streams.app import create_app
@@ -28,6 +30,13 @@ def consumer() -> Consumer:
     return consumer
 
 
+def _add_gap(consumer: Consumer, tp: Any, first: int, last: int) -> None:
+    """Faust's ``_add_gap`` (a coroutine), run on a thread of its own: an earlier test may leave this thread's
+    event loop running (Playwright's sync API does)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, consumer._add_gap(tp, first, last)).result()
+
+
 def _commits(consumer: Consumer, tp: object, limit: int = 50) -> list[int]:
     """The offsets successive commits of ``tp`` would write, as Faust's commit loop would (each one committed)."""
     offsets: list[int] = []
@@ -41,7 +50,7 @@ def _commits(consumer: Consumer, tp: object, limit: int = 50) -> list[int]:
 def test_a_gap_over_records_delivered_later_is_committed_in_one_step(consumer: Consumer) -> None:
     tp = consumer._new_topicpartition(TOPIC, 1)
     consumer._committed_offset[tp] = 2429  # where Faust's seek put the partition
-    asyncio.run(consumer._add_gap(tp, 2430, 6731))  # the first fetch started at 6732
+    _add_gap(consumer, tp, 2430, 6731)  # the first fetch started at 6732
     consumer.acknowledge([(TOPIC, 1, list(range(6732, 8878)))])
     consumer.acknowledge([(TOPIC, 1, list(range(2429, 4581)))])  # then the records from 2429 came after all
     assert _commits(consumer, tp) == [8878]
@@ -54,7 +63,7 @@ def test_an_offset_of_a_merged_gap_acknowledged_later_counts_once(consumer: Cons
     tp = consumer._new_topicpartition(TOPIC, 0)
     consumer._committed_offset[tp] = 10
     consumer.acknowledge([(TOPIC, 0, [*range(10, 21), *range(31, 41)])])  # 21 and 22 are not acknowledged yet
-    asyncio.run(consumer._add_gap(tp, 23, 30))
+    _add_gap(consumer, tp, 23, 30)
     assert _commits(consumer, tp) == [21]  # up to the hole; 23-30 now wait among the acknowledged offsets
     consumer.acknowledge([(TOPIC, 0, [21, 22, 25])])  # 25: a record inside what was registered as a gap
     assert _commits(consumer, tp) == [41]
@@ -66,5 +75,5 @@ def test_a_hole_after_the_committed_offset_holds_the_commit(consumer: Consumer) 
     consumer._committed_offset[tp] = 100
     consumer.acknowledge([(TOPIC, 2, list(range(103, 110)))])  # 100-102 neither acknowledged nor known gaps
     assert _commits(consumer, tp) == []
-    asyncio.run(consumer._add_gap(tp, 101, 102))  # 100 is a commit marker: one offset is let through
+    _add_gap(consumer, tp, 101, 102)  # 100 is a commit marker: one offset is let through
     assert _commits(consumer, tp) == [110]
