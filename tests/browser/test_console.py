@@ -55,6 +55,7 @@ class Stack:
         self.degrading = f"rb-{self.uid}"
         self.waiting = f"ap-{self.uid}"
         self.failing = f"ak-{self.uid}"
+        self.drifting = f"dr-{self.uid}"
 
     @property
     def url(self) -> str:
@@ -73,8 +74,8 @@ def _until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 def _publish(settings: Settings, stack: Stack) -> None:
     """The degrading agent (v1 promoted, then collapses: rolled back to v2), the waiting one (v2 proposed while
-    v1 stays active), the failing one (its assurance case fails; no rollback inhibits the alert), and the agent
-    whose name is a script."""
+    v1 stays active), the failing one (its assurance case fails; no rollback inhibits the alert), one whose
+    metric drifts, and the agent whose name is a script."""
     rng = random.Random(3)
     # Spread over the last 40 minutes, so that the charts (and the screenshots in the README) draw lines
     base = int(time.time() * 1000) - 2_400_000
@@ -98,6 +99,9 @@ def _publish(settings: Settings, stack: Stack) -> None:
                 agent_name=stack.failing, task_type=TASK, variant_id="v0", success=i % 2 == 0,
                 reward=0.5, ts=base + i * 16_000,
             )  # fmt: skip
+        for i in range(1300):  # a drift series: the first 1,000 values are its baseline, then it shifts
+            value = rng.gauss(50, 10) if i < 1000 else rng.gauss(80, 10)
+            events.metric(agent_name=stack.drifting, name="queue_depth", value=value, ts=base + i * 1_800)
         for i in range(5):
             events.outcome(
                 agent_name=SCRIPT_AGENT, task_type="t", variant_id="v0", success=True, reward=0.9, ts=base + i
@@ -281,12 +285,13 @@ def test_every_page_renders_without_console_errors(stack: Stack, browser: Browse
     ):
         page = browser.open(stack.url + path, shot=shot)
         assert page.locator("header nav a.active").count() == 1
-    drift = browser.open(stack.url + "/drift")
-    first = drift.locator("table a[href^='/drift/series']").first
-    if first.count():
-        first.click()
-        drift.wait_for_load_state()
-        drift.screenshot(path=str(browser.shots / "console-drift-series.png"))
+    series = f"a[href^='/drift/series?agent={stack.drifting}']"
+    drift = browser.reload_until(stack.url + "/drift", "listing the drift", lambda p: p.locator(series).count() >= 1)
+    assert "ALARM" in drift.locator(f"table tr:has({series})").first.inner_text()
+    drift.locator(series).first.click()
+    drift.wait_for_load_state()
+    assert drift.locator("svg.chart path.series").count() >= 2, drift.inner_text("main")[:500]  # PSI, KS over time
+    drift.screenshot(path=str(browser.shots / "console-drift-series.png"))
     browser.page.wait_for_timeout(500)  # console.js has run
     assert browser.errors == []
     shots = {p.name for p in browser.shots.glob("console-*.png")}
