@@ -109,7 +109,7 @@ _OUTCOME_COLUMNS = ("reward", "latency_ms", "cost_usd")
 _BINNED = """
 SELECT if(b = 0, {{bins:Int64}}, b) AS bin, count() AS n FROM (
     SELECT arrayFirstIndex(e -> v < e, arraySlice({{edges:Array(Float64)}}, 2)) AS b FROM (
-        SELECT {value} AS v FROM agent_outcomes FINAL
+        SELECT {value} AS v FROM {table} FINAL
         WHERE agent_name = {{agent:String}} AND ({{variant:String}} = '' OR variant_id = {{variant:String}}) {where}
         ORDER BY ts {limit}
     )
@@ -194,28 +194,38 @@ def _shares(rows: list[dict[str, Any]], bins: int) -> list[float]:
 
 def histograms(client: Client, name: str, feature: str, variant: str, latest: dict[str, Any]) -> dict[str, Any] | None:
     """The shares of the latest report's bins among the series' first ``baseline_size`` values (the learned
-    baseline, unless a person pinned or reset it) and among the values of its current window; None when the
-    outcomes do not hold the series (a metric) or the report has no window."""
+    baseline, unless a person pinned or reset it) and among the values of its current window, read from the
+    outcomes (their fields and ``features``) or, for a series they do not hold, from the metrics of that name;
+    None when neither holds it or the report has no window."""
     edges = [float(e) for e in latest.get("edges") or []]
     if len(edges) < 2 or not latest.get("window_start") or not latest.get("window_end"):
         return None
     if feature in _OUTCOME_COLUMNS:
-        value, has = feature, "1"
+        sources = [("agent_outcomes", feature, "1")]
     else:
-        value, has = "features[{feature:String}]", "mapContains(features, {feature:String})"
+        sources = [
+            ("agent_outcomes", "features[{feature:String}]", "mapContains(features, {feature:String})"),
+            ("agent_metrics", "value", "name = {feature:String}"),
+        ]
     params = {"agent": name, "variant": variant, "feature": feature, "edges": edges, "bins": len(edges) - 1}
-    baseline_sql = _BINNED.format(value=value, where=f"AND {has}", limit="LIMIT {baseline:Int64}")
-    window_sql = _BINNED.format(
-        value=value,
-        where=f"AND {has} AND ts BETWEEN parseDateTime64BestEffort({{start:String}}, 3) "
-        "AND parseDateTime64BestEffort({end:String}, 3)",
-        limit="",
-    )
-    baseline = records(client, baseline_sql, {**params, "baseline": int(latest.get("baseline_size") or 0)})
-    window = records(client, window_sql, {**params, "start": latest["window_start"], "end": latest["window_end"]})
-    if not baseline or not window:
-        return None
-    return {"edges": edges, "baseline": _shares(baseline, len(edges) - 1), "current": _shares(window, len(edges) - 1)}
+    for table, value, has in sources:
+        baseline_sql = _BINNED.format(table=table, value=value, where=f"AND {has}", limit="LIMIT {baseline:Int64}")
+        window_sql = _BINNED.format(
+            table=table,
+            value=value,
+            where=f"AND {has} AND ts BETWEEN parseDateTime64BestEffort({{start:String}}, 3) "
+            "AND parseDateTime64BestEffort({end:String}, 3)",
+            limit="",
+        )
+        baseline = records(client, baseline_sql, {**params, "baseline": int(latest.get("baseline_size") or 0)})
+        if not baseline:
+            continue
+        window = records(client, window_sql, {**params, "start": latest["window_start"], "end": latest["window_end"]})
+        if not window:
+            return None
+        bins = len(edges) - 1
+        return {"edges": edges, "baseline": _shares(baseline, bins), "current": _shares(window, bins)}
+    return None
 
 
 _APPROVALS = """

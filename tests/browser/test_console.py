@@ -291,6 +291,7 @@ def test_every_page_renders_without_console_errors(stack: Stack, browser: Browse
     drift.locator(series).first.click()
     drift.wait_for_load_state()
     assert drift.locator("svg.chart path.series").count() >= 2, drift.inner_text("main")[:500]  # PSI, KS over time
+    assert drift.locator("svg.histogram .bar.current").count() >= 2  # the metric's baseline and current window
     drift.screenshot(path=str(browser.shots / "console-drift-series.png"))
     browser.page.wait_for_timeout(500)  # console.js has run
     assert browser.errors == []
