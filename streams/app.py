@@ -40,7 +40,6 @@ offsets are the next owner's to commit.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -61,6 +60,7 @@ from reverify.schemas import encode
 from reverify.schemas.topics import TOPICS
 from reverify.streams import faust_transport, metrics
 from reverify.streams.cli.control import default_operator
+from reverify.streams.collector import tune_collector
 from reverify.streams.console.auth import access_middleware
 from reverify.streams.console.server import Console, add_routes, answer_query
 from reverify.streams.inputs import EXPECTED, INPUTS, dead_letter_record, key_text, sort_inputs
@@ -71,8 +71,6 @@ log = logging.getLogger("reverify.worker")
 
 # The longest the checkpoint encodes states without letting the event loop run (inputs, heartbeats).
 _SLICE_SECONDS = 0.005
-# Allocations between young collections (Python's default: 700); see _tune_collector.
-_YOUNG_COLLECTION_ALLOCATIONS = 20_000
 
 
 _RECORD_OVERHEAD = 4096  # the record batch around a state: key, headers, batch header (aiokafka counts them)
@@ -182,7 +180,7 @@ class PipelineShell:
                 prepared.result()
             except Exception:  # an optimisation only: the caches then fill on first use
                 log.exception("preparing the drift caches failed")
-            _tune_collector()
+            tune_collector()
         started = time.monotonic()
         now_ms = int(time.time() * 1000)
         self.unacked += faust_transport.offset_runs(messages)  # acked by the checkpoint that makes them durable
@@ -271,22 +269,6 @@ def faust_credentials(settings: Settings) -> Any:
         mechanism=settings.kafka_sasl_mechanism or "PLAIN",
         ssl_context=context,
     )
-
-
-def _tune_collector() -> None:
-    """Make the cyclic garbage collector's work proportionate to a worker's (measured with ``gc.callbacks``).
-
-    At Python's defaults the collector took 13 % of a busy worker: a young collection every 700 allocations
-    (a few events), and a full one (~150 ms) every second or two that walked every object start-up built.
-    Start-up objects (modules, Faust, the drift caches) live as long as the process: frozen, full collections
-    skip them (``gc.freeze``, https://docs.python.org/3/library/gc.html#gc.freeze); they are still freed by
-    reference counting. Processing allocates mostly acyclic, short-lived objects that reference counting frees,
-    so a young collection every ``_YOUNG_COLLECTION_ALLOCATIONS`` allocations finds as much and costs 4x less.
-    """
-    gc.collect()  # what is already garbage goes now, not into the permanent generation
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(_YOUNG_COLLECTION_ALLOCATIONS, middle, old)
 
 
 def create_app(settings: Settings, *, app_id: str = "reverify-worker", serve_queries: bool = False) -> faust.App:

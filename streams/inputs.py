@@ -59,6 +59,7 @@ def sort_inputs(
     logical: Mapping[str, str],
     now_ms: int,
     dead_letter: DeadLetterSink,
+    decode_value: Callable[[bytes | None], tuple[str, dict[str, Any]]] = decode,
 ) -> tuple[dict[str, list[Input]], int]:
     """Decode and check ``messages``; returns each agent's inputs, and the oldest event time.
 
@@ -79,6 +80,8 @@ def sort_inputs(
     dead_letter
         Gets each input that does not decode (``decode``), is of the wrong type (``wrong_type``), has an empty key
         or fails :func:`~processors.validation.check_input` (``invalid``), with its reason.
+    decode_value
+        Reads a value as :func:`~schemas.codec.decode` does (a replay reuses the records it encoded).
     """
     by_agent: dict[str, dict[str, list[Input]]] = defaultdict(dict)
     oldest_ts = now_ms
@@ -90,7 +93,7 @@ def sort_inputs(
             continue
         value = message.value
         try:
-            record_type, record = decode(value)
+            record_type, record = decode_value(value)
         except DecodeError as exc:
             dead_letter(message, exc.reason, "decode")
             continue

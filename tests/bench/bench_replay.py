@@ -33,6 +33,7 @@ from typing import Any
 from reverify.processors.drift import feed_fetch, warm_caches
 from reverify.processors.pipeline import AgentPipeline, PipelineConfig
 from reverify.streams.client import outcome_record
+from reverify.streams.collector import tune_collector
 from reverify.streams.replay import json_line, replay
 
 T0 = 1_700_000_000_000
@@ -101,11 +102,14 @@ def main() -> None:
     parser.add_argument("--outcomes", type=int, default=100_000)
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--default-collector", action="store_true", help="keep Python's garbage collector settings")
     args = parser.parse_args()
     n = args.outcomes
     lines = make_lines(n, args.agents)
 
     warm, _ = cpu(lambda: warm_caches(PipelineConfig().drift))
+    if not args.default_collector:
+        tune_collector()  # what `reverify replay` and a worker do once they are set up
     rounds: list[tuple[float, float, float, float]] = []
     for _ in range(args.rounds):
         t_replay, out = cpu(lambda: sum(1 for _ in replay(lines)))

@@ -431,7 +431,13 @@ def test_calibration_of_a_new_baseline_reuses_the_rank_threshold() -> None:
 
 
 def test_bootstrap_calibration_depends_on_the_tie_pattern_only() -> None:
-    from reverify.processors.drift.calibration import _threshold, _threshold_for, simulate_max_statistic
+    from reverify.processors.drift.calibration import (
+        _threshold,
+        _threshold_for,
+        coarse_ties,
+        simulate_max_statistic,
+        tie_ranks,
+    )
 
     s = SETTINGS
     rng = np.random.default_rng(3)
@@ -444,11 +450,14 @@ def test_bootstrap_calibration_depends_on_the_tie_pattern_only() -> None:
     assert _threshold.cache_info().hits == hits + 1
     assert second.threshold == first.threshold
     assert second.shape is first.shape  # one bank: their looks are taken together
+    # calibrated at the pattern's counts on the grid of coarse_ties
+    pattern = coarse_ties(np.unique(levels, return_counts=True)[1])
+    assert pattern != tuple(np.unique(levels, return_counts=True)[1]) and sum(pattern) == 1000
     m = simulate_max_statistic(
         1000,
         s.windows,
         s.look_every,
-        values=np.sort(levels * 10.0 + 0.002),
+        values=tie_ranks(pattern),
         replicates=s.calibration_replicates,
         length=s.calibration_length,
         seed=s.calibration_seed,

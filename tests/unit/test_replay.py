@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from reverify.processors.pipeline import AgentPipeline
-from reverify.streams.replay import BadLine, BadLineError, Replay, json_line, replay
+from reverify.schemas import decode, encode
+from reverify.streams.replay import KINDS, BadLine, BadLineError, Replay, json_line, replay
 from reverify.streams.settings import Settings
 
 T0 = 1_700_000_000_000
@@ -182,3 +183,39 @@ def test_replay_applies_what_the_sdk_would_send_to_the_worker_pipeline() -> None
 def test_json_lines_are_json_safe() -> None:
     line = json_line("DeadLetter", {"value": b"\xff\x00", "ts": 5, "q": float("inf")})
     assert json.loads(line) == {"record_type": "DeadLetter", "value": "\\xff\x00", "ts": 5, "q": None}
+
+
+EVERY_FIELD = {
+    "outcome": {"agent_name": "a", "task_type": "t", "variant_id": "v", "success": True, "reward": 1, "latency_ms": 12,
+                "cost_usd": 0.5, "tokens_in": 3, "tokens_out": 2**40, "features": {"x": 1, "y": -2.5},
+                "attributes": {"k": "v"}, "trace_id": "tr", "next_state": "s", "ts": T0, "event_id": "e",
+                "propensity": 0.25, "prediction": True, "model_version": "m1"},
+    "error": {"agent_name": "a", "component": "db", "error_type": "E", "message": "m", "retryable": True,
+              "severity": "critical", "task_type": "t", "variant_id": "v", "pipeline": True, "attributes": {"k": "v"},
+              "trace_id": "tr", "ts": T0, "event_id": "e"},
+    "metric": {"agent_name": "a", "name": "q", "value": 3, "task_type": "t", "variant_id": "v",
+               "attributes": {"k": "v"}, "ts": T0, "event_id": "e"},
+    "feedback": {"agent_name": "a", "outcome_id": "o", "reward": 0, "success": False, "label": "spam",
+                 "attributes": {"k": "v"}, "ts": T0, "event_id": "e"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_the_records_a_replay_does_not_decode_are_what_decoding_gives(name: str) -> None:
+    """A replay hands the worker's first step the SDK's record instead of decoding the bytes made of it: the same."""
+    kind = KINDS[name]
+    needed = (*kind.required, "ts", "event_id", *(("success", "reward") if name == "outcome" else ()))
+    minimal = {field: EVERY_FIELD[name][field] for field in needed}
+    for fields in (minimal, EVERY_FIELD[name]):
+        record = kind.build(**{**kind.defaults, **fields})
+        assert decode(encode(kind.record_type, record)) == (kind.record_type, record)
+
+
+def test_reusing_the_records_changes_no_emission() -> None:
+    lines = outcome_lines(2500, collapse, every_ms=7)
+    lines += [json.dumps({"kind": kind, **fields, "event_id": f"{kind}-{i}", "ts": T0 + 500 * i})
+              for i in range(30) for kind, fields in EVERY_FIELD.items()]  # fmt: skip
+    lines.sort(key=lambda line: json.loads(line)["ts"])
+    decoding = Replay()
+    decoding._decode = decode  # the worker's path: every value decoded
+    assert list(decoding.run(lines)) == list(Replay().run(lines))
