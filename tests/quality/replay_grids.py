@@ -129,6 +129,13 @@ def by_time(streams: list[list[str]]) -> Iterator[str]:
     return heapq.merge(*streams, key=lambda line: json.loads(line)["ts"])
 
 
+def replayed(streams: list[list[str]]) -> tuple[list[tuple[str, dict[str, Any]]], int, float]:
+    """What :func:`replay_command` keeps of the streams interleaved by time; the lines replayed and the seconds."""
+    started = time.perf_counter()
+    emitted = list(replay_command(by_time(streams)))
+    return emitted, sum(len(s) for s in streams), time.perf_counter() - started
+
+
 def rollback_section(runs: int) -> None:
     streams: list[list[str]] = []
     cells: dict[str, tuple[str, float, float, int]] = {}
@@ -141,11 +148,9 @@ def rollback_section(runs: int) -> None:
         length = grid.HORIZON if change == grid.HORIZON else change + 300
         ok, reward, err = grid.streams(law, before, after, change, length, runs, grid.cell_seed("replay", name))
         streams += [arm_lines(f"{name}/{run}", ok[run], reward[run], err[run]) for run in range(runs)]
-    invocations = sum(len(s) for s in streams)
-    started = time.perf_counter()
-    first = first_rollbacks(replay_command(by_time(streams)))
-    took = time.perf_counter() - started
-    print(f"\nrollbacks: {runs} arms a cell, {invocations:,} lines replayed in {took:.0f} s")
+    emitted, lines, took = replayed(streams)
+    first = first_rollbacks(emitted)
+    print(f"\nrollbacks: {runs} arms a cell, {lines:,} lines replayed in {took:.0f} s")
     print("false rollbacks per 2,000 stationary invocations (target <= 1 %)")
     print(f"{'law':<11}" + "".join(f"{p:>8}" for p in grid.P_GRID))
     for law in grid.LAWS:
@@ -178,11 +183,9 @@ def drift_section(seeds: int, values: int) -> None:
             rng = np.random.default_rng(10_000 + seed)
             x = np.concatenate([rng.normal(50, 10, pre), rng.normal(50 + 10 * shift, 10, 1_000)])
             streams.append(metric_lines(f"shift{shift}-{seed}", "x", x))
-    total = sum(len(s) for s in streams)
-    started = time.perf_counter()
-    fired = alarm_values(replay_command(by_time(streams)))
-    took = time.perf_counter() - started
-    print(f"\ndrift: {seeds} series a cell, {total:,} values replayed in {took:.0f} s")
+    emitted, lines, took = replayed(streams)
+    fired = alarm_values(emitted)
+    print(f"\ndrift: {seeds} series a cell, {lines:,} values replayed in {took:.0f} s")
     print("false alarms per 10,000 values per series (budget 0.1; within 2x at 0.8)")
     print(f"{'marginal':<9}" + "".join(f"{f'AR {phi}':>9}" for phi in phis))
     for skewed in (False, True):
@@ -209,9 +212,7 @@ def fleet_section(n: int) -> None:
     streams += [arm_lines(f"arm-{run}", ok[run], reward[run], err[run]) for run in range(n)]
     streams += [metric_lines(f"series-{seed}", "x", ar1(50_000 + seed, 0.0, BASELINE + grid.HORIZON))
                 for seed in range(n)]  # fmt: skip
-    started = time.perf_counter()
-    emitted = list(replay_command(by_time(streams)))
-    took = time.perf_counter() - started
+    emitted, _, took = replayed(streams)
     rollbacks = len(first_rollbacks(emitted))
     alarms = sum(sum(i >= BASELINE for i in f) for (agent, _), f in alarm_values(emitted).items()
                  if agent.startswith("series-"))  # fmt: skip
