@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -188,7 +189,7 @@ def register(group: click.Group) -> None:
         except BrokenPipeError:
             pass  # the reader (head, a closed pipe) went away
         finally:
-            subscriber.close()
+            _close_within(subscriber.close, CLOSE_WAIT_S)
 
     @alerts.command("list")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -264,3 +265,15 @@ def register(group: click.Group) -> None:
                 f"[green]✓[/] silenced {what} until {fmt_ms(until)} ({args['silence_id']}, "
                 f"{len(agents)} agent{'s' if len(agents) != 1 else ''})"
             )
+
+
+CLOSE_WAIT_S = 3.0
+"""How long a stopping ``alerts tail`` waits for its consumer to leave its group (its own, of no use to anyone
+once it stops): a busy broker can hold a close for longer than a person pressing Ctrl-C will wait."""
+
+
+def _close_within(close: Any, seconds: float) -> None:
+    """Run ``close`` and return when it is done or after ``seconds``, whichever comes first."""
+    closing = threading.Thread(target=close, name="close-consumer", daemon=True)
+    closing.start()
+    closing.join(seconds)
