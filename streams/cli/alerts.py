@@ -20,7 +20,9 @@ ValueError: --match 'agent_name' is not LABEL=VALUE (e.g. --match agent_name=enr
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import threading
 import uuid
@@ -189,7 +191,11 @@ def register(group: click.Group) -> None:
         except BrokenPipeError:
             pass  # the reader (head, a closed pipe) went away
         finally:
-            _close_within(subscriber.close, CLOSE_WAIT_S)
+            closed = _close_within(subscriber.close, CLOSE_WAIT_S)
+        if not closed:  # librdkafka's destroy at interpreter exit would wait for the same close: end here instead
+            with contextlib.suppress(OSError):
+                sys.stdout.flush()
+            os._exit(0)
 
     @alerts.command("list")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -272,8 +278,9 @@ CLOSE_WAIT_S = 3.0
 once it stops): a busy broker can hold a close for longer than a person pressing Ctrl-C will wait."""
 
 
-def _close_within(close: Any, seconds: float) -> None:
-    """Run ``close`` and return when it is done or after ``seconds``, whichever comes first."""
+def _close_within(close: Any, seconds: float) -> bool:
+    """Run ``close``; True when it is done within ``seconds``, False when it still runs then."""
     closing = threading.Thread(target=close, name="close-consumer", daemon=True)
     closing.start()
     closing.join(seconds)
+    return not closing.is_alive()
