@@ -20,11 +20,9 @@ ValueError: --match 'agent_name' is not LABEL=VALUE (e.g. --match agent_name=enr
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
+import signal
 import sys
-import threading
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -173,6 +171,9 @@ def register(group: click.Group) -> None:
         from reverify.streams.client import AlertSubscriber
 
         settings = settings_or_fail()
+        # A process started in the background by a script inherits SIGINT ignored, and Python then leaves it so:
+        # Ctrl-C and kill -INT must still stop a tail (a test run started that way killed it after 10 s).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         subscriber = AlertSubscriber(
             settings=settings, min_severity=severity, agent_name=agent, from_beginning=from_beginning
         )
@@ -191,11 +192,7 @@ def register(group: click.Group) -> None:
         except BrokenPipeError:
             pass  # the reader (head, a closed pipe) went away
         finally:
-            closed = _close_within(subscriber.close, CLOSE_WAIT_S)
-        if not closed:  # librdkafka's destroy at interpreter exit would wait for the same close: end here instead
-            with contextlib.suppress(OSError):
-                sys.stdout.flush()
-            os._exit(0)
+            subscriber.close()
 
     @alerts.command("list")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -271,16 +268,3 @@ def register(group: click.Group) -> None:
                 f"[green]✓[/] silenced {what} until {fmt_ms(until)} ({args['silence_id']}, "
                 f"{len(agents)} agent{'s' if len(agents) != 1 else ''})"
             )
-
-
-CLOSE_WAIT_S = 3.0
-"""How long a stopping ``alerts tail`` waits for its consumer to leave its group (its own, of no use to anyone
-once it stops): a busy broker can hold a close for longer than a person pressing Ctrl-C will wait."""
-
-
-def _close_within(close: Any, seconds: float) -> bool:
-    """Run ``close``; True when it is done within ``seconds``, False when it still runs then."""
-    closing = threading.Thread(target=close, name="close-consumer", daemon=True)
-    closing.start()
-    closing.join(seconds)
-    return not closing.is_alive()
